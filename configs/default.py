@@ -1,0 +1,49 @@
+"""The main job: `ce_noisy` on the embedded synthetic-lesion set under α/β noise.
+
+get_config(arg) takes an optional dataset preset: `configs/default.py:kvasir`, `:jsrt_lungs`,
+`:jsrt_heart`, `:jsrt_clavicles`, `:oocytes`, `:synthetic` (the default).
+Other method configs start from this one and change only what differs.
+"""
+import ml_collections
+
+# dataset preset → (data.name, data.variant, working image size)
+DATASET_PRESETS = {
+    'synthetic': ('synthetic_lesion', '', 128),
+    'kvasir': ('kvasir_seg', '', 128),
+    'jsrt_lungs': ('jsrt', 'lungs', 256),
+    'jsrt_heart': ('jsrt', 'heart', 256),
+    'jsrt_clavicles': ('jsrt', 'clavicles', 256),
+    'oocytes': ('oocytes', 'ar', 0),
+}
+
+
+def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
+  arg = arg or 'synthetic'
+  if arg not in DATASET_PRESETS:
+    raise ValueError(f'unknown config argument {arg!r}; valid choices: '
+                     f'{", ".join(DATASET_PRESETS)}')
+  name, variant, size = DATASET_PRESETS[arg]
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = 'ce_noisy'
+  c.ce = dict(dice_weight=1.0, fg_weight='none')  # loss of ce_noisy / clean
+
+  c.model = dict(name='unet', depth=4, base_width=16, dropout=0.0, dtype='float32')
+
+  c.data = dict(name=name, variant=variant, image_size=size,
+                manual_dir='',  # raw files of a real dataset; '' → $NSEGJAX_MANUAL_DIR
+                data_dir='',    # TFDS + noise cache; '' → $NSEGJAX_DATA_DIR or ~/.cache/nsegjax
+                num_workers=2,
+                augment=dict(flip=True, rot90=True, min_scale=0.75))
+
+  c.noise = dict(name='abn', seed=0, params=dict(alpha=0.7, beta=0.5))
+
+  c.train = dict(batch_size=8, num_epochs=6, num_steps=0,  # num_steps > 0 overrides epochs
+                 optimizer='adam', lr=2e-3, momentum=0.9, weight_decay=0.0, grad_clip=0.0,
+                 lr_schedule='cosine', warmup_steps=50, final_lr_fraction=0.01,
+                 log_every=25, eval_every_epochs=1, checkpoint_every_steps=0)
+
+  c.eval = dict(batch_size=20,
+                val_labels='noisy',  # 'clean' only when a clean validation set is granted
+                empty='standard', hd95_mode='concat', num_overlays=6)
+  return c

@@ -1,0 +1,12 @@
+"""Noisy-label methods, one file each, found by name: `create_method(config)`."""
+from nsegjax.methods.base import LossAux, Method
+from nsegjax.methods.supervised import CENoisy, Clean
+from nsegjax.registry import Registry
+
+METHODS = Registry('method')
+for _cls in (CENoisy, Clean):
+  METHODS.register(_cls.name)(_cls)
+
+
+def create_method(config) -> Method:
+  return METHODS.get(config.method)(config)

@@ -1,0 +1,71 @@
+"""The method interface: what one noisy-label method adds to the generic training loop.
+
+A method is a small bundle of pure functions bound to its config. The loop in
+`nsegjax/train.py` calls, for every method alike:
+
+- `init_variables(rng, model, images)`: the network variables ({'params', 'batch_stats'}),
+  e.g. two stacked networks for co-teaching;
+- `init_state(rng, variables, batch)`: the method's own pytree (transition matrices, EMA
+  teacher, label bank, ...), saved in every checkpoint;
+- `loss(model, params, batch_stats, method_state, batch, rng, schedule)`, traced inside the
+  one jitted step, returning `(loss, LossAux)`;
+- `after_epoch(state, epoch, context)`: optional host-side work between epochs;
+- `predict(model, variables, method_state, images)`: the test-time class probabilities.
+
+`batch` holds 'image' (float32, normalised), 'mask' (clean labels), 'noisy_mask' (what the
+method may train on) and 'index' (sample ids). `schedule` is a dict of scalar arrays (epoch,
+progress) that enter the step as traced inputs, so ramps never recompile.
+"""
+from typing import Any
+
+import flax
+import jax
+
+
+@flax.struct.dataclass
+class LossAux:
+  """What a method's loss returns besides the scalar loss."""
+  metrics: dict            # scalars to log, averaged over the batch
+  batch_stats: Any         # updated BatchNorm statistics
+  method_state: Any        # updated method state
+
+
+class Method:
+  """Default behaviour: one network, no method state, argmax of softmax at test time."""
+
+  name = 'base'
+  # The clean mask is only ever a training target for the upper bound and for methods
+  # given an explicit clean subset; the loop checks this flag before handing it over.
+  trains_on_clean_labels = False
+
+  def __init__(self, config):
+    self.config = config
+
+  def init_variables(self, rng, model, images):
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init({'params': params_rng, 'dropout': dropout_rng}, images, train=False)
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+  def init_state(self, rng, variables, batch) -> Any:
+    del rng, variables, batch
+    return {}
+
+  def loss(self, model, params, batch_stats, method_state, batch, rng, schedule):
+    raise NotImplementedError
+
+  def after_epoch(self, state, epoch: int, context) -> Any:
+    del epoch, context
+    return state
+
+  def predict(self, model, variables, method_state, images):
+    del method_state
+    logits = model.apply(variables, images, train=False)
+    return jax.nn.softmax(logits, axis=-1)
+
+  @staticmethod
+  def apply_train(model, params, batch_stats, images, rng):
+    """Training-mode forward pass: returns (logits, updated batch_stats)."""
+    logits, updates = model.apply(
+        {'params': params, 'batch_stats': batch_stats}, images, train=True,
+        rngs={'dropout': rng}, mutable=['batch_stats'])
+    return logits, updates['batch_stats']

@@ -1,0 +1,24 @@
+"""Segmentation networks, found by name: `create_model(config.model, num_classes)`."""
+import jax.numpy as jnp
+
+from nsegjax.errors import ConfigError
+from nsegjax.models.unet import UNet
+from nsegjax.registry import Registry
+
+MODELS = Registry('model')
+MODELS.register('unet')(UNet)
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def create_model(model_cfg, num_classes: int):
+  """Builds the Linen module named by `model_cfg.name` from the config's other keys."""
+  kwargs = dict(model_cfg)
+  cls = MODELS.get(kwargs.pop('name'))
+  dtype = kwargs.pop('dtype', 'float32')
+  if dtype not in _DTYPES:
+    raise ConfigError(f'unknown model.dtype {dtype!r}; valid choices: {", ".join(_DTYPES)}')
+  try:
+    return cls(num_classes=num_classes, dtype=_DTYPES[dtype], **kwargs)
+  except TypeError as e:
+    raise ConfigError(f'model {model_cfg.name!r}: {e}') from None

@@ -1,0 +1,59 @@
+"""The U-Net every 2-D baseline shares (Ronneberger et al. 2015), in Flax Linen."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ConvBlock(nn.Module):
+  """Two 3×3 conv + BatchNorm + ReLU."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for _ in range(2):
+      x = nn.Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+      x = nn.relu(x)
+    return x
+
+
+class UNet(nn.Module):
+  """U-Net: `depth` 2×2 max-pool levels, widths base_width·2^level.
+
+  Returns per-pixel class logits [B, H, W, num_classes] in float32 whatever the
+  compute dtype, so losses are always computed in full precision. With
+  `return_features=True` it also returns the last decoder feature map, which
+  embedding heads (JCAS) and feature-based methods attach to.
+  """
+  num_classes: int
+  depth: int = 4
+  base_width: int = 16
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_features: bool = False):
+    if any(s % 2**self.depth for s in x.shape[1:3]):
+      raise ValueError(f'U-Net of depth {self.depth} needs H and W divisible by '
+                       f'{2**self.depth}, got {x.shape[1:3]}')
+    x = x.astype(self.dtype)
+    skips = []
+    for level in range(self.depth):
+      x = ConvBlock(self.base_width * 2**level, self.dtype)(x, train)
+      skips.append(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = ConvBlock(self.base_width * 2**self.depth, self.dtype)(x, train)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    for level in reversed(range(self.depth)):
+      width = self.base_width * 2**level
+      x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+      x = jnp.concatenate([skips[level], x], axis=-1)
+      x = ConvBlock(width, self.dtype)(x, train)
+    features = x
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
+    if return_features:
+      return logits, features
+    return logits

@@ -1,0 +1,283 @@
+"""The one generic training loop: every method runs through `train_and_evaluate`.
+
+init → sharded, donated jit step (schedules as traced inputs) → per-epoch method hook →
+validation + Orbax checkpoint (latest and best) → test metrics, results.json, overlays.png.
+A run whose workdir holds a checkpoint resumes from it, data iterator included, and ends
+with exactly the metrics of an uninterrupted run.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nsegjax import checkpoint as ckpt_lib
+from nsegjax import data as datasets
+from nsegjax import evaluate, methods, models, noise, sharding, writers
+from nsegjax.data import pipeline
+from nsegjax.errors import ConfigError, NsegError
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  method_state: Any
+
+
+@dataclasses.dataclass
+class RunData:
+  """The splits of one run and the fixed noisy labels of its train and validation splits."""
+  train: Any
+  validation: Any
+  test: Any
+  train_noisy: np.ndarray
+  validation_noisy: np.ndarray
+  noise_records: list
+  num_classes: int
+
+
+def _split_seed(seed: int, split: str) -> int:
+  # Validation labels get their own noise stream, so adding a split never changes train noise.
+  return int(np.random.SeedSequence([seed, sum(map(ord, split))]).generate_state(1)[0] >> 1)
+
+
+def prepare_data(config) -> RunData:
+  """Loads (building on first use) the three splits and the noisy train/validation masks."""
+  splits = {s: datasets.load_split(config.data, s) for s in ('train', 'validation', 'test')}
+  cache_dir = os.path.join(datasets.resolve_data_dir(config.data), 'nsegjax_noise_cache')
+  noisy, records = {}, None
+  for split in ('train', 'validation'):
+    masks = datasets.load_all_masks(splits[split])
+    seed = config.noise.seed if split == 'train' else _split_seed(config.noise.seed, split)
+    noisy[split], split_records = noise.cached_apply_noise(
+        cache_dir, f'{splits[split].name}-{split}-{masks.shape[1]}x{masks.shape[2]}',
+        masks, np.arange(len(masks)), config.noise.name, dict(config.noise.params), seed)
+    records = split_records if split == 'train' else records
+  return RunData(train=splits['train'], validation=splits['validation'], test=splits['test'],
+                 train_noisy=noisy['train'], validation_noisy=noisy['validation'],
+                 noise_records=records, num_classes=splits['train'].num_classes)
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+  return max(num_samples // global_batch, 1)
+
+
+def total_steps(train_cfg, num_samples: int) -> int:
+  if train_cfg.num_steps > 0:
+    return int(train_cfg.num_steps)
+  return int(train_cfg.num_epochs) * steps_per_epoch(num_samples, train_cfg.batch_size)
+
+
+def make_optimizer(train_cfg, num_steps: int):
+  """(optax transformation, learning-rate schedule) from the config."""
+  warmup = min(int(train_cfg.warmup_steps), max(num_steps - 1, 0))
+  if train_cfg.lr_schedule == 'cosine':
+    lr = optax.warmup_cosine_decay_schedule(0.0, train_cfg.lr, max(warmup, 1), max(num_steps, 2),
+                                            end_value=train_cfg.lr * train_cfg.final_lr_fraction)
+  elif train_cfg.lr_schedule == 'poly':  # DeepLab's (1 − t/T)^0.9
+    lr = optax.polynomial_schedule(train_cfg.lr, 0.0, 0.9, num_steps)
+  elif train_cfg.lr_schedule == 'constant':
+    lr = optax.constant_schedule(train_cfg.lr)
+  else:
+    raise ConfigError(f'unknown train.lr_schedule {train_cfg.lr_schedule!r}; valid choices: '
+                      'constant, cosine, poly')
+  if train_cfg.optimizer == 'adam':
+    tx = optax.adamw(lr, weight_decay=train_cfg.weight_decay)
+  elif train_cfg.optimizer == 'sgd':
+    tx = optax.chain(optax.add_decayed_weights(train_cfg.weight_decay),
+                     optax.sgd(lr, momentum=train_cfg.momentum, nesterov=False))
+  else:
+    raise ConfigError(f'unknown train.optimizer {train_cfg.optimizer!r}; valid choices: adam, sgd')
+  if train_cfg.grad_clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip), tx)
+  return tx, lr
+
+
+def create_train_state(rng, model, method, tx, sample_batch, mesh) -> TrainState:
+  """Initialises every replicated leaf directly on the mesh."""
+
+  def init(rng, batch):
+    init_rng, state_rng, train_rng = jax.random.split(rng, 3)
+    images = pipeline.normalize_images(batch['image'])
+    variables = method.init_variables(init_rng, model, images)
+    method_state = method.init_state(state_rng, variables, dict(batch, image=images))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables['batch_stats'],
+                      opt_state=tx.init(variables['params']), rng=train_rng,
+                      method_state=method_state)
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng, sample_batch)
+
+
+def make_train_step(model, method, tx, mesh):
+  """The jitted step: (state, sharded batch, schedule) → (state, metrics); state is donated."""
+
+  def train_step(state: TrainState, batch, schedule):
+    rng = jax.random.fold_in(state.rng, state.step)
+    batch = dict(batch, image=pipeline.normalize_images(batch['image']))
+    if not method.trains_on_clean_labels:
+      batch.pop('mask')  # the clean truth never reaches a method that may not use it
+
+    def loss_fn(params):
+      return method.loss(model, params, state.batch_stats, state.method_state, batch, rng,
+                         schedule)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=aux.batch_stats, opt_state=opt_state,
+                              method_state=aux.method_state)
+    metrics = dict(aux.metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    return new_state, metrics
+
+  replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, data, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_schedule(step: int, steps_in_epoch: int, num_steps: int) -> dict:
+  """Scalars a method may ramp on; arrays, so new values never trigger a recompilation."""
+  return {'epoch': jnp.asarray(step / steps_in_epoch, jnp.float32),
+          'progress': jnp.asarray(step / max(num_steps, 1), jnp.float32)}
+
+
+@dataclasses.dataclass
+class EpochContext:
+  """What a method's host-side `after_epoch` hook may use."""
+  config: Any
+  data: RunData
+  model: Any
+  mesh: Any
+  workdir: str
+
+
+def _write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
+  """Trains `config.method` and evaluates it; returns (and writes) results.json's content."""
+  sharding.maybe_initialize_distributed()
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(devices)
+  global_batch = int(config.train.batch_size)
+  if global_batch % mesh.size:
+    raise ConfigError(f'train.batch_size={global_batch} is not divisible by the '
+                      f'{mesh.size} devices')
+
+  with jax.set_mesh(mesh):
+    data = prepare_data(config)
+    if is_main:
+      noise.write_noise_log(data.noise_records, os.path.join(workdir, 'noise_log.jsonl'))
+      with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write(config.to_json_best_effort(indent=2))
+    model = models.create_model(config.model, data.num_classes)
+    method = methods.create_method(config)
+    num_steps = total_steps(config.train, len(data.train))
+    epoch_steps = steps_per_epoch(len(data.train), global_batch)
+    tx, lr_fn = make_optimizer(config.train, num_steps)
+
+    dataset = pipeline.make_train_dataset(
+        data.train, data.train_noisy, seed=config.seed, global_batch=global_batch,
+        num_steps=num_steps, aug_cfg=config.data.augment, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    train_iter = pipeline.make_train_iterator(dataset, config.data.num_workers)
+    sample = sharding.shard_batch(dataset[0], mesh)
+    state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample, mesh)
+    train_step = make_train_step(model, method, tx, mesh)
+    predict_fn = evaluate.make_predict_fn(model, method, mesh)
+
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
+    meta = {'val_dice': float('-inf'), 'history': []}
+    if checkpointer.latest_step() is not None:
+      state, meta = checkpointer.restore(checkpointer.latest_step(), state, train_iter)
+      print(f'resumed from step {int(state.step)} of {workdir}', flush=True)
+
+    writer = writers.MetricWriter(workdir, enabled=is_main)
+    context = EpochContext(config, data, model, mesh, workdir)
+    eval_every = int(config.train.eval_every_epochs) * epoch_steps
+    start = int(state.step)
+    progress = writers.Progress(num_steps, start, global_batch, enabled=is_main)
+
+    def validate(step):
+      out = evaluate.predict_split(predict_fn, state, data.validation, data.validation_noisy,
+                                   mesh, int(config.eval.batch_size))
+      target = out['mask'] if config.eval.val_labels == 'clean' else out['noisy_mask']
+      summary = evaluate.score(out['pred'], target, data.num_classes, config.eval, surface=False)
+      writer.write(step, {'dice': summary['dice'], 'iou': summary['iou']}, prefix='validation')
+      return summary['dice']
+
+    for step in range(start, num_steps):
+      batch = sharding.shard_batch(next(train_iter), mesh)
+      state, metrics = train_step(state, batch, make_schedule(step, epoch_steps, num_steps))
+      done = step + 1
+      if done % config.train.log_every == 0 or done == num_steps:
+        metrics = jax.device_get(metrics)
+        if not np.isfinite(metrics['loss']):
+          raise NsegError(f'non-finite loss at step {done}; the last checkpoint is kept intact')
+        rate = progress.images_per_sec(done)
+        writer.write(done, dict(metrics, lr=lr_fn(step), images_per_sec=rate))
+        progress.line(done, float(metrics['loss']), rate)
+      if done % epoch_steps == 0:
+        state = method.after_epoch(state, done // epoch_steps - 1, context)
+      if done % eval_every == 0 or done == num_steps:
+        val_dice = validate(done)
+        meta = {'val_dice': val_dice, 'history': meta['history'] + [[done, val_dice]]}
+        checkpointer.save(done, state, train_iter, meta, val_dice)
+      elif config.train.checkpoint_every_steps and done % config.train.checkpoint_every_steps == 0:
+        checkpointer.save(done, state, train_iter, meta, meta['val_dice'])
+
+    results = finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta)
+    writer.close()
+    checkpointer.close()
+  return results
+
+
+def finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta) -> dict:
+  """Test metrics of the last state and of the best-by-validation checkpoint; results.json."""
+  from nsegjax import plots  # pylint: disable=g-import-not-at-top  (matplotlib is slow to load)
+
+  batch = int(config.eval.batch_size)
+  last = evaluate.predict_split(predict_fn, state, data.test, None, mesh, batch)
+  best_step = checkpointer.best_step()
+  best_state, _ = checkpointer.restore(best_step, state)
+  best = evaluate.predict_split(predict_fn, best_state, data.test, None, mesh, batch)
+  results = {
+      'method': config.method,
+      'dataset': config.data.name + (f'/{config.data.variant}' if config.data.variant else ''),
+      'noise': {'name': config.noise.name, 'seed': config.noise.seed,
+                **dict(config.noise.params)},
+      'seed': config.seed,
+      'steps': int(state.step),
+      'val_labels': config.eval.val_labels,
+      'test': evaluate.score(last['pred'], last['mask'], data.num_classes, config.eval, True),
+      'test_best_val': dict(step=int(best_step), **evaluate.score(
+          best['pred'], best['mask'], data.num_classes, config.eval, True)),
+      'validation_history': meta['history'],
+      'noise_summary': noise.summarize_noise_log(data.noise_records),
+  }
+  if jax.process_index() == 0:
+    _write_json(os.path.join(workdir, 'results.json'), results)
+    n = int(config.eval.num_overlays)
+    # Test labels are never corrupted for scoring; this noisy column only shows the protocol.
+    test_noisy, _ = noise.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
+                                      config.noise.name, dict(config.noise.params),
+                                      _split_seed(config.noise.seed, 'test'))
+    plots.overlay_figure(last['image'][:n], last['mask'][:n], test_noisy, last['pred'][:n],
+                         os.path.join(workdir, 'overlays.png'))
+  return results
