@@ -45,5 +45,7 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
 
   c.eval = dict(batch_size=20,
                 val_labels='noisy',  # 'clean' only when a clean validation set is granted
-                empty='standard', hd95_mode='concat', num_overlays=6)
+                empty='standard',  # metrics.empty: standard | present_only | nan
+                agg='per_image', include_bg=False, hd95_mode='concat', empty_surface='nan',
+                num_overlays=6)
   return c

@@ -6,6 +6,8 @@ _CHOICES = {
     'eval.val_labels': ('noisy', 'clean'),
     'eval.empty': ('standard', 'present_only', 'nan'),
     'eval.hd95_mode': ('concat', 'max_of_directed'),
+    'eval.agg': ('per_image', 'global'),
+    'eval.empty_surface': ('nan', 'diagonal'),
 }
 
 

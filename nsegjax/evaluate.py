@@ -39,5 +39,7 @@ def predict_split(predict_fn, state, source, noisy_masks, mesh, global_batch: in
 
 def score(pred, target, num_classes: int, eval_cfg, surface: bool):
   """Metric summary of predictions against `target` (HD95/ASSD only when `surface`)."""
-  return seg_metrics.summarize(pred, target, num_classes, empty=eval_cfg.empty,
-                               hd95_mode=eval_cfg.hd95_mode, surface=surface)
+  return seg_metrics.summarize(pred, target, num_classes, surface=surface, empty=eval_cfg.empty,
+                               agg=eval_cfg.agg, include_bg=eval_cfg.include_bg,
+                               hd95_mode=eval_cfg.hd95_mode,
+                               empty_surface=eval_cfg.empty_surface)

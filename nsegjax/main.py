@@ -25,8 +25,9 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   test = results['test']
-  print(f"test dice {test['dice']:.4f}  iou {test['iou']:.4f}  hd95 {test['hd95']}  "
-        f"assd {test['assd']}  → {FLAGS.workdir}/results.json")
+  summary = '  '.join(f'{k} {test[k]:.4f}' if test[k] is not None else f'{k} n/a'
+                      for k in ('dice', 'iou', 'hd95', 'assd'))
+  print(f'test {summary}  → {FLAGS.workdir}/results.json')
 
 
 def run():
