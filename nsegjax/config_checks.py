@@ -39,4 +39,5 @@ def validate(config):
   if not 0.0 < config.data.augment.min_scale <= 1.0:
     raise ConfigError(f'data.augment.min_scale must be in (0, 1], got '
                       f'{config.data.augment.min_scale}')
-  noise.validate_params(config.noise.name, dict(config.noise.params))
+  # Binary labels stand in for the dataset's, which are not read yet; keys and ranges are checked.
+  noise.PROTOCOLS.get(config.noise.name).resolve_params(dict(config.noise.params), 1)

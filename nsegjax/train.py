@@ -19,8 +19,9 @@ import optax
 
 from nsegjax import checkpoint as ckpt_lib
 from nsegjax import data as datasets
-from nsegjax import evaluate, methods, models, noise, sharding, writers
+from nsegjax import evaluate, methods, models, sharding, writers
 from nsegjax.data import pipeline
+from nsegjax.noise import generate as noise_gen
 from nsegjax.errors import ConfigError, NsegError
 
 
@@ -59,7 +60,7 @@ def prepare_data(config) -> RunData:
   for split in ('train', 'validation'):
     masks = datasets.load_all_masks(splits[split])
     seed = config.noise.seed if split == 'train' else _split_seed(config.noise.seed, split)
-    noisy[split], split_records = noise.cached_apply_noise(
+    noisy[split], split_records = noise_gen.cached_apply_noise(
         cache_dir, f'{splits[split].name}-{split}-{masks.shape[1]}x{masks.shape[2]}',
         masks, np.arange(len(masks)), config.noise.name, dict(config.noise.params), seed)
     records = split_records if split == 'train' else records
@@ -183,7 +184,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   with jax.set_mesh(mesh):
     data = prepare_data(config)
     if is_main:
-      noise.write_noise_log(data.noise_records, os.path.join(workdir, 'noise_log.jsonl'))
+      noise_gen.write_noise_log(data.noise_records, os.path.join(workdir, 'noise_log.jsonl'))
       with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
         f.write(config.to_json_best_effort(indent=2))
     model = models.create_model(config.model, data.num_classes)
@@ -269,15 +270,15 @@ def finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta) -
       'test_best_val': dict(step=int(best_step), **evaluate.score(
           best['pred'], best['mask'], data.num_classes, config.eval, True)),
       'validation_history': meta['history'],
-      'noise_summary': noise.summarize_noise_log(data.noise_records),
+      'noise_summary': noise_gen.summarize_noise_log(data.noise_records),
   }
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, 'results.json'), results)
     n = int(config.eval.num_overlays)
     # Test labels are never corrupted for scoring; this noisy column only shows the protocol.
-    test_noisy, _ = noise.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
-                                      config.noise.name, dict(config.noise.params),
-                                      _split_seed(config.noise.seed, 'test'))
+    test_noisy, _ = noise_gen.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
+                                          config.noise.name, dict(config.noise.params),
+                                          _split_seed(config.noise.seed, 'test'))
     plots.overlay_figure(last['image'][:n], last['mask'][:n], test_noisy, last['pred'][:n],
                          os.path.join(workdir, 'overlays.png'))
   return results

@@ -1,0 +1,416 @@
+"""Host-side noisy-label generation: a registered protocol over a dataset, logged and cached.
+
+METHODS.md §2.0: ỹ_n = G(y_n, params, seed, n). The per-sample key is derived from
+(seed, protocol id, n) alone, and the noisy subset from (seed, protocol id), so a sample's noisy
+label does not depend on the batch, the chunking or the order of the other samples. Generation
+runs once, on the CPU device (f32 trigonometry differs between backends), and is cached next to a
+JSON-lines noise log with one record per sample:
+
+  sample_id, protocol, protocol_version, seed, is_noisy, type, params,
+  classes: [{class, type, params, rho_fg, dice}], rho_pix, rho_fg, dice, sha1
+
+`is_noisy` is membership of the corrupted subset. `type` is 'clean' outside it. The achieved noise
+(ρ_pix, ρ_fg, Dice) is recomputed here from the (clean, noisy) pair, so every protocol is measured
+the same way; with several classes the sample-level ρ_fg and Dice pool the classes' counts. NaN (no
+foreground, no valid pixel) is written as null. `sha1` hashes the noisy mask's bytes.
+"""
+import functools
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from nsegjax.errors import ConfigError, DataError
+from nsegjax.noise import PROTOCOLS, NoiseProtocol, protocol_id
+
+IGNORE = 255
+_CACHE_FORMAT = 1
+
+
+def sample_key(seed: int, protocol_name: str, index: int) -> jax.Array:
+  """The per-sample PRNG key of sample `index`: fold_in(fold_in(key(seed), protocol id), index)."""
+  return jax.random.fold_in(_protocol_key(seed, protocol_name), index)
+
+
+def _protocol_key(seed: int, protocol_name: str) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(seed), protocol_id(protocol_name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_masks(masks: np.ndarray) -> np.ndarray:
+  masks = np.asarray(masks)
+  if masks.ndim != 3:
+    raise DataError(f'masks must have shape (N, H, W), got {masks.shape}')
+  if not np.issubdtype(masks.dtype, np.integer):
+    raise DataError(f'masks must hold integer class ids, got dtype {masks.dtype}')
+  if masks.dtype != np.uint8:
+    if masks.size and (masks.min() < 0 or masks.max() > IGNORE):
+      raise DataError('mask labels must be in [0, 255] (255 = ignore)')
+    masks = masks.astype(np.uint8)
+  return masks
+
+
+def _check_indices(indices: np.ndarray, num_masks: int, num_samples: int) -> np.ndarray:
+  indices = np.asarray(indices)
+  if indices.shape != (num_masks,) or not np.issubdtype(indices.dtype, np.integer):
+    raise DataError(f'indices must be {num_masks} integers (one per mask), got shape '
+                    f'{indices.shape} and dtype {indices.dtype}')
+  if num_masks and (indices.min() < 0 or indices.max() >= num_samples):
+    raise DataError(f'sample indices must be in [0, num_samples={num_samples}); pass the dataset '
+                    f'size as num_samples when generating part of a dataset')
+  if len(np.unique(indices)) != num_masks:
+    raise DataError('sample indices must be unique')
+  return indices.astype(np.int64)
+
+
+def _check_seed(seed: int) -> int:
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    raise ConfigError(f'noise seed must be an integer in [0, 2**32), got {seed!r}')
+  return int(seed)
+
+
+def _max_label(masks: np.ndarray) -> int:
+  valid = masks[masks != IGNORE]
+  return int(valid.max()) if valid.size else 0
+
+
+def _num_classes(params: Mapping[str, Any], max_label: int) -> int:
+  return params.get('num_classes') or max(max_label + 1, 2)
+
+
+def resolve(protocol: str, params: Mapping[str, Any] | None, masks: np.ndarray
+            ) -> tuple[NoiseProtocol, dict[str, Any]]:
+  """The registered protocol and its params with defaults filled in; raises ConfigError."""
+  entry = PROTOCOLS.get(protocol)
+  if params is not None and not isinstance(params, Mapping):
+    raise ConfigError(f'noise params must be a mapping, got {type(params).__name__}')
+  return entry, entry.resolve_params(dict(params or {}), _max_label(masks))
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+def _freeze(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+  if isinstance(value, (list, tuple)):
+    return tuple(_freeze(v) for v in value)
+  return value
+
+
+def _thaw(frozen: tuple) -> dict[str, Any]:
+  return {k: v for k, v in frozen}
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_corrupt(protocol_name: str, frozen_params: tuple):
+  """jit(vmap(corrupt)) over (sample index, mask), keyed from one protocol key."""
+  entry = PROTOCOLS.get(protocol_name)
+  params = _thaw(frozen_params)
+
+  def one(base_key, index, mask):
+    return entry.corrupt(jax.random.fold_in(base_key, index), mask, params)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+
+def _corrupt_selected(entry: NoiseProtocol, params: dict[str, Any], seed: int,
+                      masks: np.ndarray, indices: np.ndarray, chunk: int
+                      ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+  """Runs `corrupt` over all given masks in chunks of exactly `chunk` (the last one padded
+  with empty masks), so one program serves every dataset size."""
+  count = len(masks)
+  if count == 0:
+    return masks.copy(), []
+  run = _batched_corrupt(entry.name, _freeze(params))
+  cpu = jax.devices('cpu')[0]
+  noisy = np.empty_like(masks)
+  logs: list[dict[str, np.ndarray]] = []
+  with jax.default_device(cpu):
+    base_key = _protocol_key(seed, entry.name)
+    for start in range(0, count, chunk):
+      stop = min(start + chunk, count)
+      batch = np.zeros((chunk,) + masks.shape[1:], masks.dtype)
+      batch[:stop - start] = masks[start:stop]
+      batch_indices = np.zeros(chunk, np.uint32)
+      batch_indices[:stop - start] = indices[start:stop]
+      out, log = jax.device_get(run(base_key, batch_indices, batch))
+      noisy[start:stop] = out[:stop - start]
+      logs.extend({name: value[j] for name, value in log.items()} for j in range(stop - start))
+  return noisy, logs
+
+
+def label_noise_metrics(clean: np.ndarray, noisy: np.ndarray, num_classes: int
+                        ) -> dict[str, np.ndarray]:
+  """Achieved noise of (N, H, W) label pairs, recomputed from the pair (METHODS §2.0 point 2).
+
+  Returns float64 arrays: 'rho_pix' [N] (changed / valid pixels), 'rho_fg' and 'dice' [N, C-1]
+  per foreground class, and 'rho_fg_all', 'dice_all' [N] pooled over classes. With
+  num_classes == 2 every label in [1, 254] is foreground. NaN where |G| = 0 (ρ_fg) or no pixel is
+  valid (ρ_pix); Dice is 1 when both masks are empty.
+  """
+  valid = clean != IGNORE
+  num_valid = valid.sum(axis=(1, 2))
+  changed_pix = ((clean != noisy) & valid).sum(axis=(1, 2))
+  if num_classes == 2:
+    class_ids = [None]
+  else:
+    class_ids = list(range(1, num_classes))
+  counts = np.zeros((4, len(clean), len(class_ids)), np.int64)
+  for k, c in enumerate(class_ids):
+    if c is None:
+      truth = (clean >= 1) & valid
+      pred = (noisy >= 1) & (noisy != IGNORE)
+    else:
+      truth, pred = clean == c, noisy == c
+    counts[:, :, k] = [(truth ^ pred).sum(axis=(1, 2)), truth.sum(axis=(1, 2)),
+                       (truth & pred).sum(axis=(1, 2)), pred.sum(axis=(1, 2))]
+  changed, truth_size, overlap, pred_size = counts
+
+  def ratio(num, den, if_zero):
+    with np.errstate(divide='ignore', invalid='ignore'):
+      return np.where(den > 0, num / np.maximum(den, 1), if_zero)
+
+  return {
+      'rho_pix': ratio(changed_pix, num_valid, np.nan),
+      'rho_fg': ratio(changed, truth_size, np.nan),
+      'dice': ratio(2 * overlap, truth_size + pred_size, 1.0),
+      'rho_fg_all': ratio(changed.sum(1), truth_size.sum(1), np.nan),
+      'dice_all': ratio(2 * overlap.sum(1), truth_size.sum(1) + pred_size.sum(1), 1.0),
+  }
+
+
+def _json_float(value: float) -> float | None:
+  value = float(value)
+  return None if math.isnan(value) else value
+
+
+def mask_sha1(mask: np.ndarray) -> str:
+  """sha1 of a mask's C-order bytes."""
+  return hashlib.sha1(np.ascontiguousarray(mask).tobytes()).hexdigest()
+
+
+def _record(entry: NoiseProtocol, params: dict[str, Any], seed: int, sample_id: int,
+            is_noisy: bool, log: Mapping[str, np.ndarray] | None, metrics: Mapping[str, Any],
+            noisy_mask: np.ndarray) -> dict[str, Any]:
+  num_fg = len(metrics['rho_fg'])
+  if is_noisy:
+    sample_type, sample_params, class_entries = entry.describe(log, params)
+  else:
+    sample_type, sample_params, class_entries = 'clean', {}, []
+  class_entries = list(class_entries) + [
+      {'type': sample_type, 'params': {}} for _ in range(num_fg - len(class_entries))]
+  classes = [{
+      'class': k + 1,
+      'type': class_entries[k]['type'],
+      'params': class_entries[k]['params'],
+      'rho_fg': _json_float(metrics['rho_fg'][k]),
+      'dice': _json_float(metrics['dice'][k]),
+  } for k in range(num_fg)]
+  return {
+      'sample_id': int(sample_id),
+      'protocol': entry.name,
+      'protocol_version': entry.version,
+      'seed': seed,
+      'is_noisy': bool(is_noisy),
+      'type': sample_type,
+      'params': sample_params,
+      'classes': classes,
+      'rho_pix': _json_float(metrics['rho_pix']),
+      'rho_fg': _json_float(metrics['rho_fg_all']),
+      'dice': _json_float(metrics['dice_all']),
+      'sha1': mask_sha1(noisy_mask),
+  }
+
+
+def apply_noise(masks: np.ndarray, indices: np.ndarray, protocol: str,
+                params: Mapping[str, Any] | None, seed: int, chunk: int = 64,
+                num_samples: int | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """Generates the noisy labels of a dataset and their noise log.
+
+  Args:
+    masks: (N, H, W) clean labels, uint8 class ids with 255 = ignore (other integer dtypes with
+      values in [0, 255] are converted).
+    indices: (N,) sample ids n of the masks, unique, in [0, num_samples).
+    protocol: a name in `PROTOCOLS` ('none', 'abn', ...).
+    params: protocol parameters; see `PROTOCOLS.get(protocol).default_params` for the keys.
+    seed: the noise seed, in [0, 2**32).
+    chunk: samples per vmapped call; one shape is compiled per (protocol, params, chunk, H, W).
+    num_samples: dataset size the noisy subset is drawn from; defaults to N.
+
+  Returns:
+    (noisy uint8 [N, H, W], one JSON-serialisable record per mask, in the order of `masks`).
+
+  Raises:
+    ConfigError: unknown protocol, unknown parameter or out-of-range value.
+    DataError: masks or indices of the wrong shape, dtype or range.
+  """
+  masks = _check_masks(masks)
+  num_samples = len(masks) if num_samples is None else int(num_samples)
+  indices = _check_indices(indices, len(masks), num_samples)
+  seed = _check_seed(seed)
+  entry, resolved = resolve(protocol, params, masks)
+  if chunk < 1:
+    raise ConfigError(f'chunk must be >= 1, got {chunk}')
+
+  is_noisy = np.asarray(entry.select_noisy(seed, num_samples, resolved), bool)[indices]
+  positions = np.flatnonzero(is_noisy)
+  noisy = masks.copy()
+  corrupted, logs = _corrupt_selected(entry, resolved, seed, masks[positions],
+                                      indices[positions], chunk)
+  noisy[positions] = corrupted
+  log_at = dict(zip(positions.tolist(), logs))
+
+  num_classes = _num_classes(resolved, _max_label(masks))
+  records = []
+  for start in range(0, len(masks), 256):  # bounds the metric temporaries
+    stop = min(start + 256, len(masks))
+    metrics = label_noise_metrics(masks[start:stop], noisy[start:stop], num_classes)
+    for pos in range(start, stop):
+      sample_metrics = {name: value[pos - start] for name, value in metrics.items()}
+      records.append(_record(entry, resolved, seed, indices[pos], is_noisy[pos],
+                             log_at.get(pos), sample_metrics, noisy[pos]))
+  return noisy, records
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise log
+# ---------------------------------------------------------------------------------------------
+
+
+def write_noise_log(records: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> None:
+  """One JSON object per line; NaN is refused (records carry null instead)."""
+  with open(path, 'w', encoding='utf-8') as f:
+    for record in records:
+      f.write(json.dumps(record, allow_nan=False) + '\n')
+
+
+def read_noise_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def summarize_noise_log(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Dataset-level summary: fraction noisy, mean ρ_pix and Dice over all samples, mean ρ_fg over
+  the noisy ones, and the count of each type. Means skip null values; None when nothing is left.
+  """
+  noisy = [r for r in records if r['is_noisy']]
+  type_counts: dict[str, int] = {}
+  for r in records:
+    type_counts[r['type']] = type_counts.get(r['type'], 0) + 1
+  return {
+      'num_samples': len(records),
+      'num_noisy': len(noisy),
+      'fraction_noisy': len(noisy) / len(records) if records else None,
+      'mean_rho_pix': _mean([r['rho_pix'] for r in records]),
+      'mean_rho_fg_noisy': _mean([r['rho_fg'] for r in noisy]),
+      'mean_dice': _mean([r['dice'] for r in records]),
+      'type_counts': dict(sorted(type_counts.items())),
+  }
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+def cache_key(masks: np.ndarray, indices: np.ndarray, protocol: str,
+              params: Mapping[str, Any] | None, seed: int,
+              num_samples: int | None = None) -> str:
+  """sha1 over everything the output depends on: the protocol and its version, the resolved
+  params, the seed, the sample ids, the dataset size and the clean masks' bytes."""
+  masks = _check_masks(masks)
+  num_samples = len(masks) if num_samples is None else int(num_samples)
+  indices = _check_indices(indices, len(masks), num_samples)
+  entry, resolved = resolve(protocol, params, masks)
+  content = {
+      'format': _CACHE_FORMAT,
+      'protocol': entry.name,
+      'protocol_version': entry.version,
+      'params': _jsonable(resolved),
+      'seed': _check_seed(seed),
+      'num_samples': num_samples,
+      'shape': list(masks.shape),
+      'indices_sha1': mask_sha1(indices),
+      'masks_sha1': mask_sha1(masks),
+  }
+  return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _cache_paths(cache_dir: Path, cache_name: str, key: str) -> tuple[Path, Path]:
+  stem = f'{cache_name}.{key[:16]}'
+  return cache_dir / f'{stem}.npz', cache_dir / f'{stem}.jsonl'
+
+
+def _load_cached(npz_path: Path, log_path: Path, key: str, num_masks: int
+                 ) -> tuple[np.ndarray, list[dict[str, Any]]] | None:
+  """The cached pair if it is complete and consistent, else None."""
+  if not (npz_path.exists() and log_path.exists()):
+    return None
+  try:
+    with np.load(npz_path, allow_pickle=False) as data:
+      if str(data['cache_key']) != key:
+        return None
+      noisy = data['noisy']
+    records = read_noise_log(log_path)
+  except (OSError, ValueError, KeyError):
+    return None
+  if len(records) != num_masks or len(noisy) != num_masks:
+    return None
+  if any(r['sha1'] != mask_sha1(m) for r, m in zip(records, noisy)):
+    return None
+  return noisy, records
+
+
+def cached_apply_noise(cache_dir: str | os.PathLike, cache_name: str, masks: np.ndarray,
+                       indices: np.ndarray, protocol: str, params: Mapping[str, Any] | None,
+                       seed: int, chunk: int = 64, num_samples: int | None = None
+                       ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """`apply_noise`, stored as `<cache_name>.<key>.npz` + `.jsonl` and reused when present.
+
+  The key is `cache_key(...)`; a missing, truncated or hash-inconsistent cache is regenerated.
+  """
+  key = cache_key(masks, indices, protocol, params, seed, num_samples)
+  cache_dir = Path(cache_dir)
+  npz_path, log_path = _cache_paths(cache_dir, cache_name, key)
+  cached = _load_cached(npz_path, log_path, key, len(masks))
+  if cached is not None:
+    return cached
+
+  noisy, records = apply_noise(masks, indices, protocol, params, seed, chunk, num_samples)
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  # Write to temporary names and rename, so an interrupted run never leaves a half file.
+  tmp_log = log_path.with_name(log_path.name + '.tmp')
+  write_noise_log(records, tmp_log)
+  tmp_npz = npz_path.with_name(npz_path.name + '.tmp')
+  with open(tmp_npz, 'wb') as f:
+    np.savez_compressed(f, noisy=noisy, indices=np.asarray(indices, np.int64),
+                        cache_key=np.array(key))
+  os.replace(tmp_log, log_path)
+  os.replace(tmp_npz, npz_path)
+  return noisy, records
