@@ -1,7 +1,7 @@
 """CLI: python -m nsegjax.main --config=configs/default.py[:arg] --workdir=DIR [--config.k=v ...]"""
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nsegjax.errors import NsegError
@@ -17,6 +17,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out of the progress lines
   from nsegjax import config_checks, train  # pylint: disable=g-import-not-at-top  (jax is slow)
   try:
     config_checks.validate(FLAGS.config)

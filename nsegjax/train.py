@@ -61,7 +61,7 @@ def prepare_data(config) -> RunData:
     masks = datasets.load_all_masks(splits[split])
     seed = config.noise.seed if split == 'train' else _split_seed(config.noise.seed, split)
     noisy[split], split_records = noise_gen.cached_apply_noise(
-        cache_dir, f'{splits[split].name}-{split}-{masks.shape[1]}x{masks.shape[2]}',
+        cache_dir, f"{splits[split].name.replace('/', '_')}-{split}-{masks.shape[1]}x{masks.shape[2]}",
         masks, np.arange(len(masks)), config.noise.name, dict(config.noise.params), seed)
     records = split_records if split == 'train' else records
   return RunData(train=splits['train'], validation=splits['validation'], test=splits['test'],
