@@ -139,7 +139,7 @@ def make_train_step(model, method, tx, mesh):
                               params=optax.apply_updates(state.params, updates),
                               batch_stats=aux.batch_stats, opt_state=opt_state,
                               method_state=aux.method_state)
-    metrics = dict(aux.metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(aux.metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
   replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
