@@ -63,7 +63,13 @@ def test_end_to_end_run_writes_every_output(tmp_path, data_dir):
   records = read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   assert [r['step'] for r in records] == list(range(2, 13, 2))
   assert all(np.isfinite(r['loss']) and r['images_per_sec'] > 0 and 'lr' in r for r in records)
-  assert read_jsonl(os.path.join(workdir, 'metrics.jsonl'), 'validation')
+  validation = read_jsonl(os.path.join(workdir, 'metrics.jsonl'), 'validation')
+  assert [r['step'] for r in validation] == [6, 12]  # one evaluation per epoch of 24/4 steps
+  # Orbax keeps the latest checkpoint and the best by validation Dice, nothing else.
+  best = max(reversed(on_disk['validation_history']), key=lambda h: h[1])[0]  # ties: latest
+  assert on_disk['test_best_val']['step'] == best
+  kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+  assert kept == sorted({best, 12})
   assert os.path.getsize(os.path.join(workdir, 'overlays.png')) > 1000
   assert any(f.startswith('events') for f in os.listdir(os.path.join(workdir, 'tensorboard')))
   with open(os.path.join(workdir, 'noise_log.jsonl'), encoding='utf-8') as f:
@@ -144,3 +150,30 @@ def test_cli_prints_one_line_errors(tmp_path):
     assert out.returncode != 0
     lines = [l for l in out.stderr.strip().splitlines() if l.strip()]
     assert message in lines[-1] and 'Traceback' not in out.stderr, out.stderr[-1500:]
+
+
+def test_new_schedule_values_do_not_recompile_the_step():
+  from launch.bench import random_batch  # pylint: disable=g-import-not-at-top
+  from nsegjax import methods, models, sharding  # pylint: disable=g-import-not-at-top
+
+  class CountingMethod(methods.CENoisy):
+    traces = 0
+
+    def loss(self, *args):
+      CountingMethod.traces += 1  # runs only while jax traces the step
+      return super().loss(*args)
+
+  config = default.get_config()
+  config.model.depth, config.model.base_width = 2, 4
+  mesh = sharding.make_mesh()
+  with jax.set_mesh(mesh):
+    model = models.create_model(config.model, 2)
+    method = CountingMethod(config)
+    tx, _ = train.make_optimizer(config.train, 10)
+    batch = sharding.shard_batch(random_batch(np.random.default_rng(0), 4, 16, 1, 2), mesh)
+    state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, batch, mesh)
+    step = train.make_train_step(model, method, tx, mesh)
+    for i in range(4):
+      state, _ = step(state, batch, train.make_schedule(i, 3, 10))
+  assert CountingMethod.traces == 1
+  assert int(state.step) == 4
