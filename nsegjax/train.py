@@ -56,17 +56,17 @@ def prepare_data(config) -> RunData:
   """Loads (building on first use) the three splits and the noisy train/validation masks."""
   splits = {s: datasets.load_split(config.data, s) for s in ('train', 'validation', 'test')}
   cache_dir = os.path.join(datasets.resolve_data_dir(config.data), 'nsegjax_noise_cache')
-  noisy, records = {}, None
+  noisy, records = {}, {}
   for split in ('train', 'validation'):
     masks = datasets.load_all_masks(splits[split])
     seed = config.noise.seed if split == 'train' else _split_seed(config.noise.seed, split)
-    noisy[split], split_records = noise_gen.cached_apply_noise(
-        cache_dir, f"{splits[split].name.replace('/', '_')}-{split}-{masks.shape[1]}x{masks.shape[2]}",
-        masks, np.arange(len(masks)), config.noise.name, dict(config.noise.params), seed)
-    records = split_records if split == 'train' else records
+    name = splits[split].name.replace('/', '_')
+    noisy[split], records[split] = noise_gen.cached_apply_noise(
+        cache_dir, f'{name}-{split}-{masks.shape[1]}x{masks.shape[2]}', masks,
+        np.arange(len(masks)), config.noise.name, dict(config.noise.params), seed)
   return RunData(train=splits['train'], validation=splits['validation'], test=splits['test'],
                  train_noisy=noisy['train'], validation_noisy=noisy['validation'],
-                 noise_records=records, num_classes=splits['train'].num_classes)
+                 noise_records=records['train'], num_classes=splits['train'].num_classes)
 
 
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:
@@ -177,9 +177,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(devices)
   global_batch = int(config.train.batch_size)
-  if global_batch % mesh.size:
-    raise ConfigError(f'train.batch_size={global_batch} is not divisible by the '
-                      f'{mesh.size} devices')
+  for key in ('train.batch_size', 'eval.batch_size'):
+    size = config[key.split('.')[0]].batch_size
+    if size % mesh.size:
+      raise ConfigError(f'{key}={size} is not divisible by the {mesh.size} devices')
 
   with jax.set_mesh(mesh):
     data = prepare_data(config)
@@ -212,6 +213,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     writer = writers.MetricWriter(workdir, enabled=is_main)
     context = EpochContext(config, data, model, mesh, workdir)
     eval_every = int(config.train.eval_every_epochs) * epoch_steps
+    ckpt_every = int(config.train.checkpoint_every_steps)
     start = int(state.step)
     progress = writers.Progress(num_steps, start, global_batch, enabled=is_main)
 
@@ -227,20 +229,24 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = train_step(state, batch, make_schedule(step, epoch_steps, num_steps))
       done = step + 1
-      if done % config.train.log_every == 0 or done == num_steps:
+      evaluate_now = done % eval_every == 0 or done == num_steps
+      save_now = evaluate_now or (ckpt_every and done % ckpt_every == 0)
+      log_now = done % config.train.log_every == 0 or done == num_steps
+      if log_now or save_now:  # never checkpoint a state that a non-finite step produced
         metrics = jax.device_get(metrics)
-        if not np.isfinite(metrics['loss']):
-          raise NsegError(f'non-finite loss at step {done}; the last checkpoint is kept intact')
+        if not np.isfinite(metrics['loss']) or not np.isfinite(metrics['grad_norm']):
+          raise NsegError(f'non-finite loss or gradient at step {done}; the last checkpoint '
+                          'is kept intact')
+      if log_now:
         rate = progress.images_per_sec(done)
         writer.write(done, dict(metrics, lr=lr_fn(step), images_per_sec=rate))
         progress.line(done, float(metrics['loss']), rate)
       if done % epoch_steps == 0:
         state = method.after_epoch(state, done // epoch_steps - 1, context)
-      if done % eval_every == 0 or done == num_steps:
+      if evaluate_now:
         val_dice = validate(done)
         meta = {'val_dice': val_dice, 'history': meta['history'] + [[done, val_dice]]}
-        checkpointer.save(done, state, train_iter, meta, val_dice)
-      elif config.train.checkpoint_every_steps and done % config.train.checkpoint_every_steps == 0:
+      if save_now:
         checkpointer.save(done, state, train_iter, meta, meta['val_dice'])
 
     results = finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta)

@@ -33,6 +33,7 @@ Deliberate differences from the reference, each behind a knob:
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import jax
@@ -41,6 +42,7 @@ import numpy as np
 from jax import lax
 
 from nsegjax.errors import ConfigError
+from nsegjax.noise.base import NoiseProtocol, alpha_subset, register
 
 TYPE_NAMES = ('dilate', 'erode', 'affine')
 DILATE, ERODE, AFFINE = 0, 1, 2
@@ -619,3 +621,15 @@ def describe(log: Mapping[str, np.ndarray], params: Mapping[str, Any]
     shared = next(entry['params'] for entry in classes if entry['type'] == 'affine')
     sample_params.update({k: shared[k] for k in ('angle', 'direction', 'direction_id')})
   return sample_type, sample_params, classes
+
+
+PROTOCOL = register(NoiseProtocol(
+    name='abn',
+    version=1,
+    corrupt=lambda key, mask, params: corrupt(key, mask, **corrupt_kwargs(params)),
+    select_noisy=lambda seed, num_samples, params: alpha_subset(seed, num_samples,
+                                                                params['alpha'], 'abn'),
+    resolve_params=resolve_params,
+    describe=describe,
+    default_params=MappingProxyType(DEFAULT_PARAMS),
+))
