@@ -38,7 +38,7 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
 
   c.noise = dict(name='abn', seed=0, params=dict(alpha=0.7, beta=0.5))
 
-  c.train = dict(batch_size=8, num_epochs=10, num_steps=0,  # num_steps > 0 overrides epochs
+  c.train = dict(batch_size=8, num_epochs=6, num_steps=0,  # num_steps > 0 overrides epochs
                  optimizer='adam', lr=2e-3, momentum=0.9, weight_decay=0.0, grad_clip=0.0,
                  lr_schedule='cosine', warmup_steps=50, final_lr_fraction=0.01,
                  log_every=25, eval_every_epochs=1, checkpoint_every_steps=0)
