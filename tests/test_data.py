@@ -65,7 +65,7 @@ def test_synthetic_sample_size_is_a_parameter():
 
 def test_synthetic_builder_round_trip(tmp_path):
   sizes = {'train': 6, 'validation': 2, 'test': 3}
-  config = synthetic.SyntheticLesionConfig(name='tiny', split_sizes=sizes, image_size=32)
+  config = synthetic.SyntheticLesionConfig(name='test_tiny', split_sizes=sizes, image_size=32)
   builder = synthetic.SyntheticLesion(config=config, data_dir=str(tmp_path),
                                       file_format='array_record')
   builder.download_and_prepare()
@@ -81,7 +81,7 @@ def test_synthetic_builder_round_trip(tmp_path):
 
 def test_load_split_synthetic_resizes_and_reuses_the_cache(tmp_path, monkeypatch):
   tiny = synthetic.SyntheticLesionConfig(
-      name='tiny', split_sizes={'train': 4, 'validation': 1, 'test': 1})
+      name='test_tiny', split_sizes={'train': 4, 'validation': 1, 'test': 1})
   monkeypatch.setattr(synthetic.SyntheticLesion, 'config_for',
                       classmethod(lambda cls, variant, manual_dir: tiny))
   cfg = data_config(data_dir=str(tmp_path), image_size=48)
