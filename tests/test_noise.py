@@ -542,3 +542,28 @@ def test_summarize_handles_nulls():
   assert summary['mean_dice'] == pytest.approx(2.8 / 3)
   assert summary['type_counts'] == {'clean': 1, 'dilate': 1, 'empty': 1}
   assert math.isclose(summary['mean_rho_pix'], 0.1 / 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast paths
+# ---------------------------------------------------------------------------------------------
+
+
+def test_count_true_equals_sum():
+  rng = np.random.default_rng(12)
+  masks = rng.random((3, 2, 17, 40)) < 0.4
+  np.testing.assert_array_equal(abn.count_true(jnp.asarray(masks)), masks.sum(axis=(-2, -1)))
+
+
+@pytest.mark.parametrize('params', [PARAMS, dict(PARAMS, type_per='class', num_classes=3)])
+def test_grouped_corrupt_selected_equals_generator_path(dataset, params):
+  masks = dataset.copy()
+  if params.get('num_classes') == 3:
+    masks[:, :, 24:] *= 2
+  _, resolved = generate.resolve('abn', params, masks)
+  entry = PROTOCOLS.get('abn')
+  expected, expected_logs = generate._corrupt_selected(entry, resolved, 3, masks, np.arange(10),
+                                                       4)
+  got, logs = abn.corrupt_selected(resolved, 3, masks, np.arange(10), chunk=4)
+  np.testing.assert_array_equal(got, expected)
+  chex.assert_trees_all_close(logs, expected_logs)

@@ -9,8 +9,12 @@ one entry here.
 Protocols:
 - 'none': identity, every sample clean. Accepts no parameters.
 - 'abn': α/β dilate / erode / affine (§2.3); parameters and defaults in `abn.DEFAULT_PARAMS`.
+- 'flip' (§2.1), 'ellipse' (§2.2), 'radius' (§2.4), 'adele' (§2.5), 'polygon' and 'mstfal' (§2.7),
+  'box', 'coarse_polygon' and 'scribble' (§2.8 weak labels). Each module's DEFAULT_PARAMS
+  lists its keys.
 """
 from nsegjax.noise.base import (PROTOCOLS, NoiseProtocol, alpha_subset, dataset_rng,
                                 protocol_id, register)
 # Importing a protocol module registers its protocols.
-from nsegjax.noise import identity, abn  # pylint: disable=g-bad-import-order
+from nsegjax.noise import (identity, abn, flips, ellipse, polygon, weak_shapes, radius, adele,  # pylint: disable=g-bad-import-order
+                           scribble)

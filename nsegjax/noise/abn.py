@@ -59,6 +59,7 @@ INTERPS = ('nearest', 'bilinear_floor')
 SHIFT_MODES = ('signed', 'code')
 TYPE_PER = ('image', 'class')
 PAINT_ORDERS = ('ascending', 'descending')
+BRANCHES = ('all', 'morph', 'affine')
 
 # Accepted keys of the 'abn' protocol and their defaults (headline setting "a3b5").
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -76,6 +77,22 @@ DEFAULT_PARAMS: dict[str, Any] = {
     'paint_order': 'ascending',  # ascending | descending: which class wins where masks overlap
     'num_classes': None,  # None: inferred from the clean masks (largest label + 1, at least 2)
 }
+
+
+# ------------------------------------------------------------------------------------------------
+# Counting
+# ------------------------------------------------------------------------------------------------
+
+
+def count_true(mask: jax.Array) -> jax.Array:
+  """int32 number of True pixels over the trailing two axes of a bool (..., H, W) array.
+
+  Summing each row first in int16, then the rows in int32, measured about 10× faster on CPU
+  than one int32 reduction over both axes (which XLA lowers to a slow scalar loop); the counts
+  are exact integers either way.
+  """
+  row_dtype = jnp.int16 if mask.shape[-1] < np.iinfo(np.int16).max else jnp.int32
+  return jnp.sum(jnp.sum(mask, axis=-1, dtype=row_dtype), axis=-1, dtype=jnp.int32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,17 +117,23 @@ def _min_plus_abs_rows(values: jax.Array) -> jax.Array:
   return jnp.minimum(forward, backward)
 
 
-def city_block_distance(seeds: jax.Array) -> jax.Array:
+def city_block_distance(seeds: jax.Array, outside_is_seed: bool | jax.Array = False
+                        ) -> jax.Array:
   """L1 distance of every pixel to the nearest True pixel of `seeds` (2-D bool).
 
   Exact for any mask: L1 distance is separable, min over a row then over a column. Pixels with
-  no seed anywhere get H + W, more than any real distance.
+  no seed anywhere get H + W, more than any real distance. With `outside_is_seed` (may be
+  traced) the pixels just outside the image count as seeds too: every edge pixel starts at
+  distance 1, which gives the same distances as padding the image with seeds, without the pad.
   """
   height, width = seeds.shape
   far = height + width
   # int16 halves the memory traffic of the scans, which dominates on CPU.
   dtype = jnp.int16 if far < np.iinfo(np.int16).max else jnp.int32
-  values = jnp.where(seeds, 0, far).astype(dtype)
+  rows, cols = np.indices(seeds.shape)
+  edge = (rows == 0) | (rows == height - 1) | (cols == 0) | (cols == width - 1)
+  start = jnp.where(edge & outside_is_seed, 1, far)
+  values = jnp.where(seeds, 0, start).astype(dtype)
   within_rows = _min_plus_abs_rows(values.T).T
   return jnp.minimum(_min_plus_abs_rows(within_rows), far)
 
@@ -121,8 +144,7 @@ def _distance_to_foreground(fg: jax.Array) -> jax.Array:
 
 def _distance_to_background(fg: jax.Array) -> jax.Array:
   # The outside of the image counts as background, as scipy's binary_erosion(border_value=0).
-  padded = jnp.pad(fg, 1, constant_values=False)
-  return city_block_distance(~padded)[1:-1, 1:-1]
+  return city_block_distance(~fg, outside_is_seed=True)
 
 
 def dilate_cross(mask: jax.Array, iterations: int | jax.Array = 1) -> jax.Array:
@@ -155,7 +177,7 @@ def _first_stop(size_after: Callable[[jax.Array], jax.Array],
 
 
 def _closest_of_last_two(size_after: Callable[[jax.Array], jax.Array], last: jax.Array,
-                         target: jax.Array, degenerate: int) -> jax.Array:
+                         target: jax.Array, degenerate: int | jax.Array) -> jax.Array:
   """The reference's choice between iterates last - 1 and last, where its loop stopped.
 
   last = 0 means the loop never ran: the mask stays as it is (the reference would crash).
@@ -167,21 +189,40 @@ def _closest_of_last_two(size_after: Callable[[jax.Array], jax.Array], last: jax
   return jnp.where((last > 0) & (reached_degenerate | prev_closer), prev, last)
 
 
+def morph_to_target(fg: jax.Array, target: jax.Array, erode: bool | jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+  """`dilate_to_target` or, where `erode` (may be traced), `erode_to_target`.
+
+  Both threshold one distance transform: to the foreground for dilation, to the background and
+  the outside of the image for erosion. Choosing the seeds per sample instead of computing both
+  transforms halves the dominant cost when the type is traced (under vmap both run).
+  """
+  distance = city_block_distance(jnp.where(erode, ~fg, fg), outside_is_seed=erode)
+  full = fg.size
+
+  def size_after(k):
+    # k dilations keep distance <= k; k erosions keep distance > k, the complement.
+    within = count_true(distance <= k.astype(distance.dtype))
+    return jnp.where(erode, full - within, within)
+
+  def stop(size):
+    grown = (size >= target) | (size == full)
+    shrunk = (size <= target) | (size == 0)
+    return jnp.where(erode, shrunk, grown)
+
+  last = _first_stop(size_after, stop, max_k=sum(fg.shape))
+  iterations = _closest_of_last_two(size_after, last, target,
+                                    degenerate=jnp.where(erode, 0, full))
+  kept = distance <= iterations.astype(distance.dtype)
+  return kept ^ erode, iterations
+
+
 def dilate_to_target(fg: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Reference `dilate_mask`: dilate until |fg| ≥ target or the image is full.
 
   Returns (mask, number of dilations in the mask).
   """
-  distance = _distance_to_foreground(fg)
-  full = fg.size
-
-  def size_after(k):
-    return jnp.sum(distance <= k.astype(distance.dtype), dtype=jnp.int32)
-
-  last = _first_stop(size_after, lambda size: (size >= target) | (size == full),
-                     max_k=sum(fg.shape))
-  iterations = _closest_of_last_two(size_after, last, target, degenerate=full)
-  return distance <= iterations.astype(distance.dtype), iterations
+  return morph_to_target(fg, target, erode=False)
 
 
 def erode_to_target(fg: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -189,15 +230,7 @@ def erode_to_target(fg: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Ar
 
   Returns (mask, number of erosions in the mask).
   """
-  distance = _distance_to_background(fg)
-
-  def size_after(k):
-    return jnp.sum(distance > k.astype(distance.dtype), dtype=jnp.int32)
-
-  last = _first_stop(size_after, lambda size: (size <= target) | (size == 0),
-                     max_k=sum(fg.shape))
-  iterations = _closest_of_last_two(size_after, last, target, degenerate=0)
-  return distance > iterations.astype(distance.dtype), iterations
+  return morph_to_target(fg, target, erode=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,10 +244,21 @@ def rotation_center(fg: jax.Array, center: str) -> jax.Array:
   image_center = jnp.array([(height - 1) / 2, (width - 1) / 2], jnp.float32)
   if center == 'image':
     return image_center
-  rows, cols = jnp.indices(fg.shape, dtype=jnp.float32)
-  weight = fg.astype(jnp.float32)
-  area = weight.sum()
-  centroid = jnp.stack([(rows * weight).sum(), (cols * weight).sum()]) / jnp.maximum(area, 1.0)
+  if height * width * max(height, width) < 2**25:
+    # Integer moments from row / column counts are ~10× cheaper than float32 sums over the image,
+    # and bit-identical to them here: every float32 partial sum of the old form was an exact
+    # integer below 2**24, so its order did not matter.
+    row_counts = jnp.sum(fg, axis=1, dtype=jnp.int32)
+    col_counts = jnp.sum(fg, axis=0, dtype=jnp.int32)
+    area = jnp.sum(row_counts).astype(jnp.float32)
+    moments = jnp.stack([row_counts @ jnp.arange(height, dtype=jnp.int32),
+                         col_counts @ jnp.arange(width, dtype=jnp.int32)]).astype(jnp.float32)
+  else:
+    rows, cols = jnp.indices(fg.shape, dtype=jnp.float32)
+    weight = fg.astype(jnp.float32)
+    area = weight.sum()
+    moments = jnp.stack([(rows * weight).sum(), (cols * weight).sum()])
+  centroid = moments / jnp.maximum(area, 1.0)
   return jnp.where(area > 0, centroid, image_center)
 
 
@@ -267,6 +311,27 @@ def translate_mask(mask: jax.Array, shift_row: jax.Array, shift_col: jax.Array) 
   return moved & inside
 
 
+def step_translator(mask: jax.Array, offset: jax.Array, max_step: int
+                    ) -> Callable[[jax.Array], jax.Array]:
+  """step ↦ translate_mask(mask, step·offset[0], step·offset[1]) for steps in [0, max_step].
+
+  The mask is zero-padded once and each translation is one contiguous window of the padded copy
+  (a dynamic slice), much cheaper than translate_mask's per-pixel gathers; the bisection
+  translates the same rotated mask up to max_iters times. Offsets must be in {-1, 0, 1}.
+  """
+  height, width = mask.shape
+  # A shift of the full height (width) already empties the mask, so larger pads are never needed.
+  pad_row, pad_col = min(max_step, height), min(max_step, width)
+  padded = jnp.pad(mask, ((pad_row, pad_row), (pad_col, pad_col)))
+
+  def translate(step):
+    shift_row = jnp.clip(step * offset[0], -pad_row, pad_row)
+    shift_col = jnp.clip(step * offset[1], -pad_col, pad_col)
+    return lax.dynamic_slice(padded, (pad_row - shift_row, pad_col - shift_col), mask.shape)
+
+  return translate
+
+
 def bisect_step(fg: jax.Array, rotated: jax.Array, offset: jax.Array, below: jax.Array,
                 at_most: jax.Array, *, max_step: int, max_iters: int
                 ) -> tuple[jax.Array, jax.Array]:
@@ -275,10 +340,10 @@ def bisect_step(fg: jax.Array, rotated: jax.Array, offset: jax.Array, below: jax
   With a = #(translated XOR fg): noise < β ⟺ a < `below`, noise > β ⟺ a ≥ `at_most`.
   Returns (the last evaluated step, number of evaluations).
   """
+  translate = step_translator(rotated, offset, max_step)
 
   def changed_pixels(step):
-    moved = translate_mask(rotated, step * offset[0], step * offset[1])
-    return jnp.sum(moved ^ fg, dtype=jnp.int32)
+    return count_true(translate(step) ^ fg)
 
   def keep_going(state):
     left, right, count, done, _ = state
@@ -331,27 +396,36 @@ def _beta_tables(beta: float, max_size: int) -> tuple[np.ndarray, np.ndarray, np
 
 def _corrupt_binary(fg: jax.Array, type_id: jax.Array, angle: jax.Array, offset: jax.Array, *,
                     tables: tuple[np.ndarray, ...], max_step: int, max_iters: int, center: str,
-                    interp: str) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Corrupts one binary mask with the given type. Returns (mask, step, iterations)."""
-  size = jnp.sum(fg, dtype=jnp.int32)
+                    interp: str, branches: str = 'all') -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Corrupts one binary mask with the given type. Returns (mask, step, iterations).
+
+  `branches` ('all' | 'morph' | 'affine') leaves out the program of the other types when the
+  caller knows them: under vmap every branch of lax.switch is computed for every sample.
+  """
+  size = count_true(fg)
   dilate_target, erode_target, below, at_most = (jnp.asarray(t)[size] for t in tables)
   no_step = jnp.int32(-1)
 
-  def dilate(_):
-    mask, iterations = dilate_to_target(fg, dilate_target)
-    return mask, no_step, iterations
-
-  def erode(_):
-    mask, iterations = erode_to_target(fg, erode_target)
+  def morph(_):
+    erode = type_id == ERODE
+    target = jnp.where(erode, erode_target, dilate_target)
+    mask, iterations = morph_to_target(fg, target, erode)
     return mask, no_step, iterations
 
   def affine(_):
     rotated = rotate_mask(fg, angle, rotation_center(fg, center), interp)
     step, count = bisect_step(fg, rotated, offset, below, at_most, max_step=max_step,
                               max_iters=max_iters)
-    return translate_mask(rotated, step * offset[0], step * offset[1]), step, count
+    return step_translator(rotated, offset, max_step)(step), step, count
 
-  mask, step, iterations = lax.switch(type_id, (dilate, erode, affine), None)
+  if branches == 'morph':
+    mask, step, iterations = morph(None)
+  elif branches == 'affine':
+    mask, step, iterations = affine(None)
+  else:
+    # Dilate and erode share one program (one distance transform), so a batch with mixed types
+    # computes two branches, not three.
+    mask, step, iterations = lax.cond(type_id == AFFINE, affine, morph, None)
   empty = size == 0
   return jnp.where(empty, fg, mask), step, iterations
 
@@ -387,9 +461,8 @@ def _draw(key: jax.Array, type_probs: Sequence[float], max_angle: float,
 def _overlap_metrics(clean_fg: jax.Array, noisy_fg: jax.Array
                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Per-class (changed, |G|, |P ∩ G|, |P|) counts over the trailing two axes."""
-  count = functools.partial(jnp.sum, axis=(-2, -1), dtype=jnp.int32)
-  return (count(clean_fg ^ noisy_fg), count(clean_fg), count(clean_fg & noisy_fg),
-          count(noisy_fg))
+  return (count_true(clean_fg ^ noisy_fg), count_true(clean_fg), count_true(clean_fg & noisy_fg),
+          count_true(noisy_fg))
 
 
 def _ratio(num: jax.Array, den: jax.Array, if_zero: float) -> jax.Array:
@@ -409,6 +482,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
             num_classes: int = 2,
             type_per: str = DEFAULT_PARAMS['type_per'],
             paint_order: str = DEFAULT_PARAMS['paint_order'],
+            branches: str = 'all',
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Applies the α/β corruption to one label map (the α subset is chosen elsewhere).
 
@@ -428,6 +502,9 @@ def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
     num_classes: C including background; classes 1..C-1 are corrupted independently.
     type_per: 'image' (one type, angle and direction shared by the classes) | 'class'.
     paint_order: 'ascending' | 'descending' overwrite order where class masks overlap.
+    branches: 'all', or 'morph' / 'affine' when every class of the sample is known to get a
+      dilate-or-erode / an affine type (see `corrupt_selected`); the output is then the same as
+      with 'all', only the other program is left out.
 
   Returns:
     (noisy mask with the dtype of `mask`, log). Per-class log entries are scalars when
@@ -445,6 +522,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
   _check_choice('shift_mode', shift_mode, SHIFT_MODES)
   _check_choice('type_per', type_per, TYPE_PER)
   _check_choice('paint_order', paint_order, PAINT_ORDERS)
+  _check_choice('branches', branches, BRANCHES)
   if mask.ndim != 2:
     raise ConfigError(f'abn.corrupt expects one (H, W) mask, got shape {mask.shape}')
 
@@ -465,7 +543,8 @@ def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
     draws_axis = 0
   type_id, angle, direction = draws
   corrupt_one = functools.partial(_corrupt_binary, tables=tables, max_step=max_step,
-                                  max_iters=max_iters, center=center, interp=interp)
+                                  max_iters=max_iters, center=center, interp=interp,
+                                  branches=branches)
   # Shared draws stay unbatched, so lax.switch runs one branch for an unbatched sample.
   in_axes = (0, draws_axis, draws_axis, draws_axis)
   noisy_fg, step, iterations = jax.vmap(corrupt_one, in_axes=in_axes)(
@@ -490,8 +569,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
   if num_fg == 1:
     per_class = {name: value[0] for name, value in per_class.items()}
   log = dict(per_class)
-  log['rho_pix'] = _ratio(jnp.sum((noisy != mask) & valid, dtype=jnp.int32),
-                          jnp.sum(valid, dtype=jnp.int32), jnp.nan)
+  log['rho_pix'] = _ratio(count_true((noisy != mask) & valid), count_true(valid), jnp.nan)
   log['rho_fg_all'] = _ratio(changed.sum(), clean_size.sum(), jnp.nan)
   log['dice_all'] = _ratio(2 * overlap.sum(), clean_size.sum() + noisy_size.sum(), 1.0)
   return noisy, log
@@ -623,6 +701,100 @@ def describe(log: Mapping[str, np.ndarray], params: Mapping[str, Any]
   return sample_type, sample_params, classes
 
 
+# ------------------------------------------------------------------------------------------------
+# Batched generation grouped by type (an optional fast path for the generator)
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_program(frozen_kwargs: tuple, branches: str):
+  """jit(vmap(corrupt)) over (sample index, mask) from one protocol key, as the generator's."""
+  kwargs = dict(frozen_kwargs)
+
+  def one(base_key, index, mask):
+    return corrupt(jax.random.fold_in(base_key, index), mask, branches=branches, **kwargs)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _type_program(type_probs: tuple[float, ...], max_angle: float, num_directions: int):
+  """jit(vmap) of the image-level type draw, exactly as `corrupt` draws it."""
+
+  def one(base_key, index):
+    return _draw(jax.random.fold_in(base_key, index), type_probs, max_angle, num_directions)[0]
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def _run_chunks(program, base_key: jax.Array, masks: np.ndarray, indices: np.ndarray,
+                chunk: int) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+  """`program` over fixed-size chunks (the last padded with empty masks): one compiled shape."""
+  noisy = np.empty_like(masks)
+  logs: list[dict[str, np.ndarray]] = []
+  for start in range(0, len(masks), chunk):
+    stop = min(start + chunk, len(masks))
+    batch = np.zeros((chunk,) + masks.shape[1:], masks.dtype)
+    batch[:stop - start] = masks[start:stop]
+    batch_indices = np.zeros(chunk, np.uint32)
+    batch_indices[:stop - start] = indices[start:stop]
+    out, log = jax.device_get(program(base_key, batch_indices, batch))
+    noisy[start:stop] = out[:stop - start]
+    logs.extend({name: value[j] for name, value in log.items()} for j in range(stop - start))
+  return noisy, logs
+
+
+def corrupt_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
+                     indices: np.ndarray, chunk: int = 64
+                     ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+  """`corrupt` over the given masks, grouped by corruption type: a faster, bit-identical
+  equivalent of the generator's `vmap(corrupt)` over chunks.
+
+  Under vmap, lax.switch computes every branch for every sample, so a mixed batch pays for the
+  distance transform and the affine bisection alike. The type is a pure function of the sample
+  key, so it is drawn first (cheap) and each group runs its own program. With `type_per='class'`
+  and several classes the types differ within a sample, and the ungrouped program is used.
+
+  Args:
+    params: resolved 'abn' params (`resolve_params`).
+    seed: the noise seed; keys are fold_in(fold_in(key(seed), protocol id), index), as in
+      `nsegjax.noise.generate.sample_key`.
+    masks: uint8 [N, H, W] masks of the corrupted samples.
+    indices: [N] their sample ids.
+    chunk: samples per compiled call.
+
+  Returns:
+    (noisy uint8 [N, H, W], one host-side log dict per mask, in order) — what the generator's
+    `_corrupt_selected` returns.
+  """
+  masks = np.asarray(masks)
+  indices = np.asarray(indices)
+  if len(masks) == 0:
+    return masks.copy(), []
+  kwargs = corrupt_kwargs(params)
+  frozen = tuple(sorted(kwargs.items()))
+  with jax.default_device(jax.devices('cpu')[0]):
+    base_key = jax.random.fold_in(jax.random.key(seed), PROTOCOL.id)
+    per_class = kwargs['type_per'] == 'class' and kwargs['num_classes'] > 2
+    if per_class:
+      return _run_chunks(_chunk_program(frozen, 'all'), base_key, masks, indices, chunk)
+    num_directions = len(DIRECTIONS[kwargs['directions']])
+    draw_types = _type_program(tuple(kwargs['type_probs']), kwargs['max_angle'], num_directions)
+    types = np.asarray(draw_types(base_key, indices.astype(np.uint32)))
+    noisy = np.empty_like(masks)
+    logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
+    for branches, members in (('morph', np.flatnonzero(types != AFFINE)),
+                              ('affine', np.flatnonzero(types == AFFINE))):
+      if len(members) == 0:
+        continue
+      group_noisy, group_logs = _run_chunks(_chunk_program(frozen, branches), base_key,
+                                            masks[members], indices[members], chunk)
+      noisy[members] = group_noisy
+      for position, log in zip(members.tolist(), group_logs):
+        logs[position] = log
+  return noisy, logs
+
+
 PROTOCOL = register(NoiseProtocol(
     name='abn',
     version=1,
@@ -632,4 +804,5 @@ PROTOCOL = register(NoiseProtocol(
     resolve_params=resolve_params,
     describe=describe,
     default_params=MappingProxyType(DEFAULT_PARAMS),
+    corrupt_selected=corrupt_selected,
 ))

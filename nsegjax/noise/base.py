@@ -43,6 +43,9 @@ class NoiseProtocol:
   resolve_params: ResolveFn
   describe: DescribeFn
   default_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Optional faster host-side batch path with `apply_noise`'s chunked contract:
+  # (params, seed, masks, indices, chunk) -> (noisy masks, per-sample logs); bit-identical.
+  corrupt_selected: Callable[..., tuple[np.ndarray, list]] | None = None
 
   @property
   def id(self) -> int:

@@ -268,8 +268,8 @@ def apply_noise(masks: np.ndarray, indices: np.ndarray, protocol: str,
   is_noisy = np.asarray(entry.select_noisy(seed, num_samples, resolved), bool)[indices]
   positions = np.flatnonzero(is_noisy)
   noisy = masks.copy()
-  corrupted, logs = _corrupt_selected(entry, resolved, seed, masks[positions],
-                                      indices[positions], chunk)
+  batch_fn = entry.corrupt_selected or functools.partial(_corrupt_selected, entry)
+  corrupted, logs = batch_fn(resolved, seed, masks[positions], indices[positions], chunk)
   noisy[positions] = corrupted
   log_at = dict(zip(positions.tolist(), logs))
 
