@@ -140,8 +140,9 @@ def test_bad_config_values_fail_naming_the_choices(data_dir, key, value, message
 
 def test_cli_prints_one_line_errors(tmp_path):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
+  # An empty data_dir: a dataset already built elsewhere must not satisfy the missing manual_dir.
   base = [sys.executable, '-m', 'nsegjax.main', '--config=configs/default.py',
-          f'--workdir={tmp_path}']
+          f'--workdir={tmp_path}', f'--config.data.data_dir={tmp_path / "tfds"}']
   for extra, message in [(['--config.method=nope'], 'unknown method'),
                          (['--config.no_such_key=1'], 'no_such_key'),
                          (['--config.data.name=kvasir_seg', '--config.data.manual_dir=/nonexistent'],
