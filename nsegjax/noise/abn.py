@@ -42,7 +42,8 @@ import numpy as np
 from jax import lax
 
 from nsegjax.errors import ConfigError
-from nsegjax.noise.base import NoiseProtocol, alpha_subset, register
+from nsegjax.noise.base import (NoiseProtocol, achieved_noise_log, alpha_subset, count_true,
+                                overlap_counts, ratio, register)
 
 TYPE_NAMES = ('dilate', 'erode', 'affine')
 DILATE, ERODE, AFFINE = 0, 1, 2
@@ -82,17 +83,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 # ------------------------------------------------------------------------------------------------
 # Counting
 # ------------------------------------------------------------------------------------------------
-
-
-def count_true(mask: jax.Array) -> jax.Array:
-  """int32 number of True pixels over the trailing two axes of a bool (..., H, W) array.
-
-  Summing each row first in int16, then the rows in int32, measured about 10× faster on CPU
-  than one int32 reduction over both axes (which XLA lowers to a slow scalar loop); the counts
-  are exact integers either way.
-  """
-  row_dtype = jnp.int16 if mask.shape[-1] < np.iinfo(np.int16).max else jnp.int32
-  return jnp.sum(jnp.sum(mask, axis=-1, dtype=row_dtype), axis=-1, dtype=jnp.int32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -458,18 +448,6 @@ def _draw(key: jax.Array, type_probs: Sequence[float], max_angle: float,
   return type_id.astype(jnp.int32), angle, direction.astype(jnp.int32)
 
 
-def _overlap_metrics(clean_fg: jax.Array, noisy_fg: jax.Array
-                     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Per-class (changed, |G|, |P ∩ G|, |P|) counts over the trailing two axes."""
-  return (count_true(clean_fg ^ noisy_fg), count_true(clean_fg), count_true(clean_fg & noisy_fg),
-          count_true(noisy_fg))
-
-
-def _ratio(num: jax.Array, den: jax.Array, if_zero: float) -> jax.Array:
-  num, den = num.astype(jnp.float32), den.astype(jnp.float32)
-  return jnp.where(den > 0, num / jnp.maximum(den, 1.0), if_zero)
-
-
 def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
             type_probs: Sequence[float] = DEFAULT_PARAMS['type_probs'],
             max_angle: float = DEFAULT_PARAMS['max_angle'],
@@ -555,24 +533,14 @@ def corrupt(key: jax.Array, mask: jax.Array, *, beta: float,
   noisy = jnp.where(valid, painted, IGNORE).astype(mask.dtype)
 
   final_fg = (noisy[None] == jnp.arange(1, num_fg + 1, dtype=noisy.dtype)[:, None, None])
-  changed, clean_size, overlap, noisy_size = _overlap_metrics(clean_fg, final_fg)
   per_class = {
       'type': jnp.broadcast_to(type_id, (num_fg,)),
       'angle': jnp.broadcast_to(angle, (num_fg,)),
       'direction': jnp.broadcast_to(direction, (num_fg,)),
       'step': step,
       'iterations': iterations,
-      'empty': clean_size == 0,
-      'rho_fg': _ratio(changed, clean_size, jnp.nan),
-      'dice': _ratio(2 * overlap, clean_size + noisy_size, 1.0),
   }
-  if num_fg == 1:
-    per_class = {name: value[0] for name, value in per_class.items()}
-  log = dict(per_class)
-  log['rho_pix'] = _ratio(count_true((noisy != mask) & valid), count_true(valid), jnp.nan)
-  log['rho_fg_all'] = _ratio(changed.sum(), clean_size.sum(), jnp.nan)
-  log['dice_all'] = _ratio(2 * overlap.sum(), clean_size.sum() + noisy_size.sum(), 1.0)
-  return noisy, log
+  return noisy, achieved_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
 
 
 # ------------------------------------------------------------------------------------------------

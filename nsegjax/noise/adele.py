@@ -29,7 +29,8 @@ import numpy as np
 
 from nsegjax.errors import ConfigError
 from nsegjax.noise import morphology
-from nsegjax.noise.abn import _foreground_stack, _overlap_metrics, _paint, _ratio
+from nsegjax.noise.abn import _foreground_stack, _paint
+from nsegjax.noise.base import achieved_noise_log, is_int as _is_int, is_number as _is_number
 from nsegjax.noise.base import NoiseProtocol, alpha_subset, register
 
 NAME = 'adele'
@@ -160,24 +161,13 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
     final_fg = ((noisy >= 1) & valid)[None]
   else:
     final_fg = noisy[None] == jnp.arange(1, num_fg + 1, dtype=noisy.dtype)[:, None, None]
-  changed, clean_size, overlap, noisy_size = _overlap_metrics(clean_fg, final_fg)
   per_class = {
       'mode': mode,
       'iterations': k,
       'scale': scale,
       'status': status,
-      'empty': clean_size == 0,
-      'rho_fg': _ratio(changed, clean_size, jnp.nan),
-      'dice': _ratio(2 * overlap, clean_size + noisy_size, 1.0),
   }
-  if num_fg == 1:
-    per_class = {name: value[0] for name, value in per_class.items()}
-  log = dict(per_class)
-  log['rho_pix'] = _ratio(jnp.sum((noisy != mask) & valid, dtype=jnp.int32),
-                          jnp.sum(valid, dtype=jnp.int32), jnp.nan)
-  log['rho_fg_all'] = _ratio(changed.sum(), clean_size.sum(), jnp.nan)
-  log['dice_all'] = _ratio(2 * overlap.sum(), clean_size.sum() + noisy_size.sum(), 1.0)
-  return noisy, log
+  return noisy, achieved_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,14 +177,6 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
 
 def _fail(message: str) -> None:
   raise ConfigError(f'{NAME}: {message}')
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def resolve_params(params: Mapping[str, Any], max_label: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nsegjax.registry import Registry
@@ -78,3 +79,56 @@ def alpha_subset(seed: int, num_samples: int, alpha: float, name: str) -> np.nda
 def register(protocol: NoiseProtocol) -> NoiseProtocol:
   """Adds a protocol to `PROTOCOLS`; each protocol module calls this once at import."""
   return PROTOCOLS.register(protocol.name)(protocol)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared by the protocol modules: parameter type checks and the per-sample achieved-noise log
+# ------------------------------------------------------------------------------------------------
+
+
+def is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def count_true(mask: jax.Array) -> jax.Array:
+  """int32 number of True pixels over the trailing two axes of a bool (..., H, W) array.
+
+  Summing each row first in int16, then the rows in int32, measured about 10× faster on CPU
+  than one int32 reduction over both axes (which XLA lowers to a slow scalar loop); the counts
+  are exact integers either way.
+  """
+  row_dtype = jnp.int16 if mask.shape[-1] < np.iinfo(np.int16).max else jnp.int32
+  return jnp.sum(jnp.sum(mask, axis=-1, dtype=row_dtype), axis=-1, dtype=jnp.int32)
+
+
+def overlap_counts(clean_fg: jax.Array, noisy_fg: jax.Array
+                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Per-class (changed, |G|, |P ∩ G|, |P|) counts over the trailing two axes."""
+  return (count_true(clean_fg ^ noisy_fg), count_true(clean_fg), count_true(clean_fg & noisy_fg),
+          count_true(noisy_fg))
+
+
+def ratio(num: jax.Array, den: jax.Array, if_zero: float) -> jax.Array:
+  num, den = num.astype(jnp.float32), den.astype(jnp.float32)
+  return jnp.where(den > 0, num / jnp.maximum(den, 1.0), if_zero)
+
+
+def achieved_noise_log(mask: jax.Array, noisy: jax.Array, valid: jax.Array, clean_fg: jax.Array,
+                       final_fg: jax.Array, per_class: dict) -> dict:
+  """The log every protocol ends with: its per-class fields plus ρ_fg and Dice per class, and
+  ρ_pix, ρ_fg and Dice over the whole sample. Binary masks get scalars instead of (1,) arrays."""
+  changed, clean_size, overlap, noisy_size = overlap_counts(clean_fg, final_fg)
+  per_class = dict(per_class, empty=clean_size == 0,
+                   rho_fg=ratio(changed, clean_size, jnp.nan),
+                   dice=ratio(2 * overlap, clean_size + noisy_size, 1.0))
+  if clean_fg.shape[0] == 1:
+    per_class = {name: value[0] for name, value in per_class.items()}
+  log = dict(per_class)
+  log['rho_pix'] = ratio(count_true((noisy != mask) & valid), count_true(valid), jnp.nan)
+  log['rho_fg_all'] = ratio(changed.sum(), clean_size.sum(), jnp.nan)
+  log['dice_all'] = ratio(2 * overlap.sum(), clean_size.sum() + noisy_size.sum(), 1.0)
+  return log

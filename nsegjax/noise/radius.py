@@ -37,7 +37,8 @@ import numpy as np
 
 from nsegjax.errors import ConfigError
 from nsegjax.noise import morphology
-from nsegjax.noise.abn import _foreground_stack, _overlap_metrics, _paint, _ratio
+from nsegjax.noise.abn import _foreground_stack, _paint
+from nsegjax.noise.base import achieved_noise_log, is_int as _is_int, is_number as _is_number
 from nsegjax.noise.base import NoiseProtocol, dataset_rng, register
 
 NAME = 'radius'
@@ -191,24 +192,13 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
   valid = mask != IGNORE
   noisy = jnp.where(valid, _paint(noisy_fg, paint_order), IGNORE).astype(mask.dtype)
   final_fg = noisy[None] == jnp.arange(1, num_fg + 1, dtype=noisy.dtype)[:, None, None]
-  changed, clean_size, overlap, noisy_size = _overlap_metrics(clean_fg, final_fg)
   per_class = {
       'type': draws['type'],
       'radius': draws['radius'],
       'r_max': jnp.asarray(r_high),
       'num_disks': num_disks,
-      'empty': clean_size == 0,
-      'rho_fg': _ratio(changed, clean_size, jnp.nan),
-      'dice': _ratio(2 * overlap, clean_size + noisy_size, 1.0),
   }
-  if num_fg == 1:
-    per_class = {name: value[0] for name, value in per_class.items()}
-  log = dict(per_class)
-  log['rho_pix'] = _ratio(jnp.sum((noisy != mask) & valid, dtype=jnp.int32),
-                          jnp.sum(valid, dtype=jnp.int32), jnp.nan)
-  log['rho_fg_all'] = _ratio(changed.sum(), clean_size.sum(), jnp.nan)
-  log['dice_all'] = _ratio(2 * overlap.sum(), clean_size.sum() + noisy_size.sum(), 1.0)
-  return noisy, log
+  return noisy, achieved_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,14 +208,6 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
 
 def _fail(message: str) -> None:
   raise ConfigError(f'{NAME}: {message}')
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _per_class(name: str, value: Any, num_fg: int) -> tuple:

@@ -28,7 +28,8 @@ from jax import lax
 
 from nsegjax.errors import ConfigError
 from nsegjax.noise import morphology
-from nsegjax.noise.abn import _foreground_stack, _ratio
+from nsegjax.noise.abn import _foreground_stack
+from nsegjax.noise.base import is_int as _is_int, is_number as _is_number, ratio as _ratio
 from nsegjax.noise.base import NoiseProtocol, alpha_subset, register
 
 NAME = 'scribble'
@@ -183,14 +184,6 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
 
 def _fail(message: str) -> None:
   raise ConfigError(f'{NAME}: {message}')
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _pair(name: str, value: Any, check) -> tuple:
