@@ -8,7 +8,6 @@ with exactly the metrics of an uninterrupted run.
 import dataclasses
 import json
 import os
-import time
 from typing import Any
 
 import flax

@@ -43,7 +43,7 @@ from jax import lax
 
 from nsegjax.errors import ConfigError
 from nsegjax.noise.base import (NoiseProtocol, achieved_noise_log, alpha_subset, count_true,
-                                overlap_counts, ratio, register)
+                                register)
 
 TYPE_NAMES = ('dilate', 'erode', 'affine')
 DILATE, ERODE, AFFINE = 0, 1, 2

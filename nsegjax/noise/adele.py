@@ -18,7 +18,6 @@ the morphology and the cubic kernel, does not fit in the canvas is left unchange
 Not implemented: METHODS' optional reference modes (fixed-kernel morphology per class, random
 flips at rate 0.05).
 """
-import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
