@@ -1,7 +1,8 @@
 """The main job: `ce_noisy` on the embedded synthetic-lesion set under α/β noise.
 
 get_config(arg) takes an optional dataset preset: `configs/default.py:kvasir`, `:jsrt_lungs`,
-`:jsrt_heart`, `:jsrt_clavicles`, `:oocytes`, `:synthetic` (the default).
+`:jsrt_heart`, `:jsrt_clavicles`, `:oocytes`, `:synthetic` (the default), `:parts` (the embedded
+4-class tool-part set, for multi-class methods such as JCAS).
 Other method configs start from this one and change only what differs.
 """
 import ml_collections
@@ -9,6 +10,7 @@ import ml_collections
 # dataset preset → (data.name, data.variant, working image size)
 DATASET_PRESETS = {
     'synthetic': ('synthetic_lesion', '', 128),
+    'parts': ('synthetic_lesion', 'parts', 128),
     'kvasir': ('kvasir_seg', '', 128),
     'jsrt_lungs': ('jsrt', 'lungs', 256),
     'jsrt_heart': ('jsrt', 'heart', 256),

@@ -8,6 +8,7 @@ import pickle
 import types
 
 import numpy as np
+from scipy import ndimage
 from PIL import Image
 import pytest
 
@@ -61,6 +62,28 @@ def test_synthetic_samples_have_the_documented_format_and_vary():
 def test_synthetic_sample_size_is_a_parameter():
   image, mask = synthetic.make_lesion_sample(np.random.default_rng(0), size=64)
   assert image.shape == (64, 64, 1) and mask.shape == (64, 64)
+
+
+def test_tool_parts_are_adjacent_classes_that_touch():
+  rng = synthetic.sample_rng('train', 3)
+  image, mask = synthetic.make_tool_sample(rng, size=64)
+  assert image.shape == (64, 64, 1) and image.dtype == np.uint8
+  assert mask.shape == (64, 64) and mask.dtype == np.uint8
+  assert set(np.unique(mask)) == {0, 1, 2, 3}
+  # Parts are adjacent: each part's 1-pixel dilation reaches the next part along the tool.
+  for part, neighbour in ((1, 2), (2, 3)):
+    grown = ndimage.binary_dilation(mask == part, structure=np.ones((3, 3), bool))
+    assert (grown & (mask == neighbour)).any(), (part, neighbour)
+  again = synthetic.make_tool_sample(synthetic.sample_rng('train', 3), size=64)
+  np.testing.assert_array_equal(again[1], mask)
+
+
+def test_parts_variant_loads_four_classes(tmp_path):
+  source = data.load_split(data_config(variant='parts_tiny', data_dir=str(tmp_path)), 'train')
+  assert (len(source), source.num_classes) == (24, 4)
+  assert source.class_names == synthetic.PART_NAMES
+  masks = data.load_all_masks(source)
+  assert masks.shape == (24, 32, 32) and masks.max() == 3
 
 
 def test_synthetic_builder_round_trip(tmp_path):

@@ -2,11 +2,13 @@
 import jax.numpy as jnp
 
 from nsegjax.errors import ConfigError
+from nsegjax.models.resnet import DilatedResNet
 from nsegjax.models.unet import UNet
 from nsegjax.registry import Registry
 
 MODELS = Registry('model')
 MODELS.register('unet')(UNet)
+MODELS.register('resnet')(DilatedResNet)
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 

@@ -24,17 +24,19 @@ class UNet(nn.Module):
 
   Returns per-pixel class logits [B, H, W, num_classes] in float32 whatever the
   compute dtype, so losses are always computed in full precision. With
-  `return_features=True` it also returns the last decoder feature map, which
-  embedding heads (JCAS) and feature-based methods attach to.
+  `embedding_dim` > 0 it also has a 3×3 conv embedding head on the last decoder
+  features, and `heads=True` returns the one branch in the format of
+  `DilatedResNet`: {'logits': (logits,), 'embeddings': (embedding,)} (JCAS).
   """
   num_classes: int
   depth: int = 4
   base_width: int = 16
   dropout: float = 0.0
+  embedding_dim: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, return_features: bool = False):
+  def __call__(self, x, train: bool = False, heads: bool = False):
     if any(s % 2**self.depth for s in x.shape[1:3]):
       raise ValueError(f'U-Net of depth {self.depth} needs H and W divisible by '
                        f'{2**self.depth}, got {x.shape[1:3]}')
@@ -54,6 +56,12 @@ class UNet(nn.Module):
     features = x
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
-    if return_features:
-      return logits, features
-    return logits
+    if heads and self.embedding_dim <= 0:
+      raise ValueError('U-Net heads=True needs model.embedding_dim > 0')
+    if not (heads or (self.embedding_dim > 0 and self.is_initializing())):
+      return logits
+    embedding = nn.Conv(self.embedding_dim, (3, 3), dtype=self.dtype,
+                        name='embedding_head')(features).astype(jnp.float32)
+    if not heads:
+      return logits
+    return {'logits': (logits,), 'embeddings': (embedding,)}
