@@ -40,7 +40,7 @@ def bench(config, steps: int, reps: int, warmup: int) -> dict:
   with jax.set_mesh(mesh):
     model = models.create_model(config.model, source.num_classes)
     method = methods.create_method(config)
-    tx, _ = train.make_optimizer(config.train, 1000)
+    tx, _ = method.make_optimizer(1000, 100)
     rng = np.random.default_rng(0)
     batch = sharding.shard_batch(random_batch(rng, batch_size, size, channels,
                                               source.num_classes), mesh)

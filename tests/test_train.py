@@ -171,7 +171,7 @@ def test_new_schedule_values_do_not_recompile_the_step():
   with jax.set_mesh(mesh):
     model = models.create_model(config.model, 2)
     method = CountingMethod(config)
-    tx, _ = train.make_optimizer(config.train, 10)
+    tx, _ = method.make_optimizer(10, 3)
     batch = sharding.shard_batch(random_batch(np.random.default_rng(0), 4, 16, 1, 2), mesh)
     state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, batch, mesh)
     step = train.make_train_step(model, method, tx, mesh)

@@ -9,7 +9,10 @@ A method is a small bundle of pure functions bound to its config. The loop in
   teacher, label bank, ...), saved in every checkpoint;
 - `loss(model, params, batch_stats, method_state, batch, rng, schedule)`, traced inside the
   one jitted step, returning `(loss, LossAux)`;
-- `after_epoch(state, epoch, context)`: optional host-side work between epochs;
+- `make_optimizer(num_steps, steps_per_epoch)`: (optax transformation, lr schedule); the
+  default is one group from `config.train`, methods with parameter groups override it;
+- `after_epoch(state, epoch, context)`: optional host-side work between epochs (it runs before
+  the next epoch's first step, so it never runs after the last epoch);
 - `predict(model, variables, method_state, images)`: the test-time class probabilities.
 
 `batch` holds 'image' (float32, normalised), 'mask' (clean labels), 'noisy_mask' (what the
@@ -20,6 +23,8 @@ from typing import Any
 
 import flax
 import jax
+
+from nsegjax import optim
 
 
 @flax.struct.dataclass
@@ -52,6 +57,10 @@ class Method:
 
   def loss(self, model, params, batch_stats, method_state, batch, rng, schedule):
     raise NotImplementedError
+
+  def make_optimizer(self, num_steps: int, steps_per_epoch: int):
+    del steps_per_epoch
+    return optim.make_optimizer(self.config.train, num_steps)
 
   def after_epoch(self, state, epoch: int, context) -> Any:
     del epoch, context
