@@ -8,7 +8,7 @@ import pytest
 
 from nsegjax import models, ops
 from nsegjax.models import resnet
-from nsegjax.errors import ConfigError
+from nsegjax.errors import ConfigError, DataError
 
 
 def make(**kw):
@@ -142,3 +142,33 @@ def test_resize_labels_nearest_takes_floor_indices():
   out = np.asarray(ops.resize_labels_nearest(labels, (64, 64)))
   # METHODS §3.1: 256×320 → 64×64 takes rows 0, 4, 8, … and columns 0, 5, 10, ….
   np.testing.assert_array_equal(out[0], np.asarray(labels[0])[::4, ::5])
+
+
+def test_weights_file_round_trip_by_name_and_shape(tmp_path):
+  model = make()
+  x = jnp.ones((1, 16, 16, 1))
+  source = model.init(jax.random.PRNGKey(0), x)
+  target = model.init(jax.random.PRNGKey(1), x)
+  path = str(tmp_path / 'w.npz')
+  models.save_npz_weights(source, path)
+  loaded, report = models.load_npz_weights(target, path)
+  chex.assert_trees_all_equal(loaded, dict(source))
+  assert report['skipped'] == [] and report['unused'] == []
+  # A wider model: only arrays of matching shape are copied, the rest are reported.
+  wider = make(base_width=8).init(jax.random.PRNGKey(1), x)
+  _, report = models.load_npz_weights(wider, path)
+  assert report['skipped'] and report['loaded'] < len(jax.tree.leaves(source))
+
+
+def test_weights_file_errors_name_the_file(tmp_path):
+  variables = make().init(jax.random.PRNGKey(0), jnp.ones((1, 16, 16, 1)))
+  with pytest.raises(DataError, match='does not exist'):
+    models.load_npz_weights(variables, str(tmp_path / 'missing.npz'))
+  pickled = tmp_path / 'pickled.npz'
+  np.savez(pickled, **{'params/Conv_0/kernel': np.array([{'evil': 1}], dtype=object)})
+  with pytest.raises(DataError, match='pickled.npz'):  # never unpickled
+    models.load_npz_weights(variables, str(pickled))
+  unrelated = tmp_path / 'unrelated.npz'
+  np.savez(unrelated, other=np.zeros(3))
+  with pytest.raises(DataError, match='no array matches'):
+    models.load_npz_weights(variables, str(unrelated))

@@ -3,8 +3,11 @@
 A method is a small bundle of pure functions bound to its config. The loop in
 `nsegjax/train.py` calls, for every method alike:
 
+- `setup_data(data)`: optional host-side look at the run's data before init (label priors,
+  label banks, clean subsets);
 - `init_variables(rng, model, images)`: the network variables ({'params', 'batch_stats'}),
-  e.g. two stacked networks for co-teaching;
+  e.g. two stacked networks for co-teaching; `load_weights(state)` then copies a user's
+  `model.weights` file into the network part (`net_params`);
 - `init_state(rng, variables, batch)`: the method's own pytree (transition matrices, EMA
   teacher, label bank, ...), saved in every checkpoint;
 - `loss(model, params, batch_stats, method_state, batch, rng, schedule)`, traced inside the
@@ -13,6 +16,7 @@ A method is a small bundle of pure functions bound to its config. The loop in
   default is one group from `config.train`, methods with parameter groups override it;
 - `after_epoch(state, epoch, context)`: optional host-side work between epochs (it runs before
   the next epoch's first step, so it never runs after the last epoch);
+- `after_training(state, context)`: optional host-side work once training ends (figures);
 - `predict(model, variables, method_state, images)`: the test-time class probabilities.
 
 `batch` holds 'image' (float32, normalised), 'mask' (clean labels), 'noisy_mask' (what the
@@ -24,7 +28,7 @@ from typing import Any
 import flax
 import jax
 
-from nsegjax import optim
+from nsegjax import models, optim
 
 
 @flax.struct.dataclass
@@ -46,6 +50,9 @@ class Method:
   def __init__(self, config):
     self.config = config
 
+  def setup_data(self, data) -> None:
+    del data
+
   def init_variables(self, rng, model, images):
     params_rng, dropout_rng = jax.random.split(rng)
     variables = model.init({'params': params_rng, 'dropout': dropout_rng}, images, train=False)
@@ -65,6 +72,30 @@ class Method:
   def after_epoch(self, state, epoch: int, context) -> Any:
     del epoch, context
     return state
+
+  def after_training(self, state, context) -> None:
+    del state, context
+
+  # Methods that keep more than the network in `params` (JCAS's transition matrices) say where
+  # the network is, so weights files and feature tools find it.
+  def net_params(self, params):
+    return params
+
+  def with_net_params(self, params, net):
+    del params
+    return net
+
+  def load_weights(self, state):
+    """`state` with `config.model.weights` (if set) copied into the network by name and shape."""
+    path = self.config.model.get('weights', '')
+    if not path:
+      return state
+    variables, report = models.load_npz_weights(
+        {'params': self.net_params(state.params), 'batch_stats': state.batch_stats}, path)
+    print(f'loaded {report["loaded"]} arrays from {path}; shape mismatches: '
+          f'{len(report["skipped"])}; not in the model: {len(report["unused"])}', flush=True)
+    return state.replace(params=self.with_net_params(state.params, variables['params']),
+                         batch_stats=variables.get('batch_stats', state.batch_stats))
 
   def predict(self, model, variables, method_state, images):
     del method_state

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 from nsegjax.errors import ConfigError
 from nsegjax.models.resnet import DilatedResNet
 from nsegjax.models.unet import UNet
+from nsegjax.models.weights import load_npz_weights, save_npz_weights
 from nsegjax.registry import Registry
 
 MODELS = Registry('model')
@@ -18,6 +19,7 @@ def create_model(model_cfg, num_classes: int):
   kwargs = dict(model_cfg)
   cls = MODELS.get(kwargs.pop('name'))
   dtype = kwargs.pop('dtype', 'float32')
+  kwargs.pop('weights', None)  # a file for Method.load_weights, not a module attribute
   if dtype not in _DTYPES:
     raise ConfigError(f'unknown model.dtype {dtype!r}; valid choices: {", ".join(_DTYPES)}')
   try:
