@@ -20,7 +20,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Experiment config file.',
                                 lock_config=True)
-flags.DEFINE_list('protocols', None, 'Protocols to draw (default: all registered but none).')
+flags.DEFINE_list('protocols', None, 'Protocols to draw (default: every simulated one but none).')
 flags.DEFINE_integer('num', 4, 'Training samples (rows).')
 flags.DEFINE_string('out', 'gallery.png', 'Output PNG path.')
 
@@ -47,10 +47,10 @@ def make_gallery(config, protocols, num: int, out: str) -> str:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from nsegjax import data, plots  # pylint: disable=g-import-not-at-top
-  from nsegjax.noise import PROTOCOLS, generate  # pylint: disable=g-import-not-at-top
+  from nsegjax.noise import PROTOCOLS, generate, simulated_protocols  # pylint: disable=g-import-not-at-top
 
   if protocols is None:
-    protocols = [name for name in PROTOCOLS.names() if name != 'none']
+    protocols = [name for name in simulated_protocols() if name != 'none']
   entries = [PROTOCOLS.get(name) for name in protocols]
   source = data.load_split(config.data, 'train')
   num = min(num, len(source))

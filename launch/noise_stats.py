@@ -18,7 +18,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Experiment config file.',
                                 lock_config=True)
-flags.DEFINE_list('protocols', None, 'Protocols to summarise (default: all registered).')
+flags.DEFINE_list('protocols', None, 'Protocols to summarise (default: every simulated one).')
 flags.DEFINE_enum('split', 'train', ['train', 'validation', 'test'], 'Split to corrupt.')
 flags.DEFINE_bool('json', False, 'Print JSON lines instead of a markdown table.')
 
@@ -64,10 +64,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from nsegjax import data  # pylint: disable=g-import-not-at-top
   from nsegjax.errors import NsegError  # pylint: disable=g-import-not-at-top
-  from nsegjax.noise import PROTOCOLS  # pylint: disable=g-import-not-at-top
+  from nsegjax.noise import PROTOCOLS, simulated_protocols  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   try:
-    names = FLAGS.protocols or list(PROTOCOLS.names())
+    names = FLAGS.protocols or simulated_protocols()
     for name in names:
       PROTOCOLS.get(name)
     masks = data.load_all_masks(data.load_split(config.data, FLAGS.split))

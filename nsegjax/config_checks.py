@@ -1,4 +1,6 @@
 """Start-of-run checks: every bad value fails here, naming the key and the valid choices."""
+import numpy as np
+
 from nsegjax import data, methods, models, noise
 from nsegjax.errors import ConfigError
 
@@ -40,4 +42,10 @@ def validate(config):
     raise ConfigError(f'data.augment.min_scale must be in (0, 1], got '
                       f'{config.data.augment.min_scale}')
   # Binary labels stand in for the dataset's, which are not read yet; keys and ranges are checked.
-  noise.PROTOCOLS.get(config.noise.name).resolve_params(dict(config.noise.params), 1)
+  protocol = noise.PROTOCOLS.get(config.noise.name)
+  resolved = protocol.resolve_params(dict(config.noise.params), 1)
+  if protocol.from_dataset is not None:
+    # Protocols that read raters: the dataset must store some, and a zero-sample dry run checks
+    # the params' rater names against them before anything is built.
+    names = data.require_raters(config.data, f'noise protocol {protocol.name!r}')
+    protocol.from_dataset({name: np.zeros((0, 1, 1), np.uint8) for name in names}, resolved)

@@ -18,7 +18,7 @@ import optax
 
 from nsegjax import checkpoint as ckpt_lib
 from nsegjax import data as datasets
-from nsegjax import evaluate, methods, models, sharding, writers
+from nsegjax import evaluate, methods, models, noise, sharding, writers
 from nsegjax.data import pipeline
 from nsegjax.noise import generate as noise_gen
 from nsegjax.errors import ConfigError, NsegError
@@ -36,7 +36,12 @@ class TrainState:
 
 @dataclasses.dataclass
 class RunData:
-  """The splits of one run and the fixed noisy labels of its train and validation splits."""
+  """The splits of one run and the fixed noisy labels of its train and validation splits.
+
+  Each split's `mask` is the run's truth: the stored mask, or for a protocol that reads its labels
+  from the dataset (real raters), the truth that protocol names (a rater, a consensus).
+  `test_noisy` is set only by such protocols (the overlay's noisy column); test scores never use it.
+  """
   train: Any
   validation: Any
   test: Any
@@ -44,6 +49,7 @@ class RunData:
   validation_noisy: np.ndarray
   noise_records: list
   num_classes: int
+  test_noisy: np.ndarray | None = None
 
 
 def _split_seed(seed: int, split: str) -> int:
@@ -51,21 +57,52 @@ def _split_seed(seed: int, split: str) -> int:
   return int(np.random.SeedSequence([seed, sum(map(ord, split))]).generate_state(1)[0] >> 1)
 
 
+def _noise_seed(config, split: str) -> int:
+  return config.noise.seed if split == 'train' else _split_seed(config.noise.seed, split)
+
+
+def _noise_cache_name(source, masks: np.ndarray) -> str:
+  return f'{source.name.replace("/", "_")}-{source.split}-{masks.shape[1]}x{masks.shape[2]}'
+
+
 def prepare_data(config) -> RunData:
   """Loads (building on first use) the three splits and the noisy train/validation masks."""
   splits = {s: datasets.load_split(config.data, s) for s in ('train', 'validation', 'test')}
   cache_dir = os.path.join(datasets.resolve_data_dir(config.data), 'nsegjax_noise_cache')
+  if noise.PROTOCOLS.get(config.noise.name).from_dataset is not None:
+    return _prepare_dataset_noise(config, splits, cache_dir)
   noisy, records = {}, {}
   for split in ('train', 'validation'):
     masks = datasets.load_all_masks(splits[split])
-    seed = config.noise.seed if split == 'train' else _split_seed(config.noise.seed, split)
-    name = splits[split].name.replace('/', '_')
     noisy[split], records[split] = noise_gen.cached_apply_noise(
-        cache_dir, f'{name}-{split}-{masks.shape[1]}x{masks.shape[2]}', masks,
-        np.arange(len(masks)), config.noise.name, dict(config.noise.params), seed)
+        cache_dir, _noise_cache_name(splits[split], masks), masks,
+        np.arange(len(masks)), config.noise.name, dict(config.noise.params),
+        _noise_seed(config, split))
   return RunData(train=splits['train'], validation=splits['validation'], test=splits['test'],
                  train_noisy=noisy['train'], validation_noisy=noisy['validation'],
                  noise_records=records['train'], num_classes=splits['train'].num_classes)
+
+
+def _prepare_dataset_noise(config, splits: dict, cache_dir: str) -> RunData:
+  """`prepare_data` for protocols that read truth and labels from the dataset's raters.
+
+  Every split, test included, gets its (truth, label) pair from the protocol, logged and cached
+  like simulated noise; the truth then replaces each split's `mask`, so validation (with
+  eval.val_labels=clean) and test are scored against the protocol's evaluation truth.
+  """
+  datasets.require_raters(config.data, f'noise protocol {config.noise.name!r}')
+  truth, noisy, records = {}, {}, {}
+  for split, source in splits.items():
+    raters = datasets.load_all_raters(source)
+    first = next(iter(raters.values()))
+    truth[split], noisy[split], records[split] = noise_gen.cached_dataset_noise(
+        cache_dir, _noise_cache_name(source, first), raters, np.arange(len(source)),
+        config.noise.name, dict(config.noise.params), _noise_seed(config, split))
+  relabelled = {split: splits[split].with_masks(truth[split]) for split in splits}
+  return RunData(train=relabelled['train'], validation=relabelled['validation'],
+                 test=relabelled['test'], train_noisy=noisy['train'],
+                 validation_noisy=noisy['validation'], noise_records=records['train'],
+                 num_classes=splits['train'].num_classes, test_noisy=noisy['test'])
 
 
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:
@@ -76,31 +113,6 @@ def total_steps(train_cfg, num_samples: int) -> int:
   if train_cfg.num_steps > 0:
     return int(train_cfg.num_steps)
   return int(train_cfg.num_epochs) * steps_per_epoch(num_samples, train_cfg.batch_size)
-
-
-def make_optimizer(train_cfg, num_steps: int):
-  """(optax transformation, learning-rate schedule) from the config."""
-  warmup = min(int(train_cfg.warmup_steps), max(num_steps - 1, 0))
-  if train_cfg.lr_schedule == 'cosine':
-    lr = optax.warmup_cosine_decay_schedule(0.0, train_cfg.lr, max(warmup, 1), max(num_steps, 2),
-                                            end_value=train_cfg.lr * train_cfg.final_lr_fraction)
-  elif train_cfg.lr_schedule == 'poly':  # DeepLab's (1 − t/T)^0.9
-    lr = optax.polynomial_schedule(train_cfg.lr, 0.0, 0.9, num_steps)
-  elif train_cfg.lr_schedule == 'constant':
-    lr = optax.constant_schedule(train_cfg.lr)
-  else:
-    raise ConfigError(f'unknown train.lr_schedule {train_cfg.lr_schedule!r}; valid choices: '
-                      'constant, cosine, poly')
-  if train_cfg.optimizer == 'adam':
-    tx = optax.adamw(lr, weight_decay=train_cfg.weight_decay)
-  elif train_cfg.optimizer == 'sgd':
-    tx = optax.chain(optax.add_decayed_weights(train_cfg.weight_decay),
-                     optax.sgd(lr, momentum=train_cfg.momentum, nesterov=False))
-  else:
-    raise ConfigError(f'unknown train.optimizer {train_cfg.optimizer!r}; valid choices: adam, sgd')
-  if train_cfg.grad_clip > 0:
-    tx = optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip), tx)
-  return tx, lr
 
 
 def create_train_state(rng, model, method, tx, sample_batch, mesh) -> TrainState:
@@ -160,6 +172,8 @@ class EpochContext:
   model: Any
   mesh: Any
   workdir: str
+  checkpointer: Any  # e.g. to restore the best state so far (JCAS's stage switch)
+  writer: Any  # per-epoch method metrics (metrics.jsonl, TensorBoard)
 
 
 def _write_json(path, obj):
@@ -189,9 +203,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         f.write(config.to_json_best_effort(indent=2))
     model = models.create_model(config.model, data.num_classes)
     method = methods.create_method(config)
+    method.setup_data(data)
     num_steps = total_steps(config.train, len(data.train))
     epoch_steps = steps_per_epoch(len(data.train), global_batch)
-    tx, lr_fn = make_optimizer(config.train, num_steps)
+    tx, lr_fn = method.make_optimizer(num_steps, epoch_steps)
 
     dataset = pipeline.make_train_dataset(
         data.train, data.train_noisy, seed=config.seed, global_batch=global_batch,
@@ -200,6 +215,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     train_iter = pipeline.make_train_iterator(dataset, config.data.num_workers)
     sample = sharding.shard_batch(dataset[0], mesh)
     state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample, mesh)
+    state = jax.device_put(method.load_weights(state), sharding.replicated(mesh))
     train_step = make_train_step(model, method, tx, mesh)
     predict_fn = evaluate.make_predict_fn(model, method, mesh)
 
@@ -210,7 +226,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       print(f'resumed from step {int(state.step)} of {workdir}', flush=True)
 
     writer = writers.MetricWriter(workdir, enabled=is_main)
-    context = EpochContext(config, data, model, mesh, workdir)
+    context = EpochContext(config, data, model, mesh, workdir, checkpointer, writer)
     eval_every = int(config.train.eval_every_epochs) * epoch_steps
     ckpt_every = int(config.train.checkpoint_every_steps)
     start = int(state.step)
@@ -225,6 +241,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       return summary['dice']
 
     for step in range(start, num_steps):
+      if step and step % epoch_steps == 0:
+        # Between epochs, before the next one's first step: a run resumed from the checkpoint
+        # of an epoch's end redoes the hook, so it must be a pure function of the state.
+        state = method.after_epoch(state, step // epoch_steps - 1, context)
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = train_step(state, batch, make_schedule(step, epoch_steps, num_steps))
       done = step + 1
@@ -240,14 +260,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         rate = progress.images_per_sec(done)
         writer.write(done, dict(metrics, lr=lr_fn(step), images_per_sec=rate))
         progress.line(done, float(metrics['loss']), rate)
-      if done % epoch_steps == 0:
-        state = method.after_epoch(state, done // epoch_steps - 1, context)
       if evaluate_now:
         val_dice = validate(done)
         meta = {'val_dice': val_dice, 'history': meta['history'] + [[done, val_dice]]}
       if save_now:
         checkpointer.save(done, state, train_iter, meta, meta['val_dice'])
 
+    if is_main:
+      method.after_training(state, context)
     results = finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta)
     writer.close()
     checkpointer.close()
@@ -281,9 +301,12 @@ def finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta) -
     _write_json(os.path.join(workdir, 'results.json'), results)
     n = int(config.eval.num_overlays)
     # Test labels are never corrupted for scoring; this noisy column only shows the protocol.
-    test_noisy, _ = noise_gen.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
-                                          config.noise.name, dict(config.noise.params),
-                                          _split_seed(config.noise.seed, 'test'))
+    if data.test_noisy is not None:  # labels read from the dataset (a rater's)
+      test_noisy = data.test_noisy[:n]
+    else:
+      test_noisy, _ = noise_gen.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
+                                            config.noise.name, dict(config.noise.params),
+                                            _split_seed(config.noise.seed, 'test'))
     plots.overlay_figure(last['image'][:n], last['mask'][:n], test_noisy, last['pred'][:n],
                          os.path.join(workdir, 'overlays.png'))
   return results

@@ -298,8 +298,12 @@ def test_oocytes_majority_splits_and_shapes(tmp_path):
   raters = [folders.read_mask(os.path.join(SHARED_DATA, 'oocytes_gent', folder, f'{name}.png'))
             for folder in ('masks', 'masks_rater2_HS', 'masks_rater3_SG')]
   np.testing.assert_array_equal(example['mask'], (sum(raters) >= 2).astype(np.uint8))
+  # Every variant also stores the three raters' masks, for the `rater` noise protocol.
+  assert native.rater_names == ('ar', 'hs', 'sg')
+  np.testing.assert_array_equal(native.raters(0), np.stack(raters))
   small = sources['test'][0]
   assert small['image'].shape == (64, 64, 3) and small['mask'].shape == (64, 64)
+  assert sources['test'].raters(0).shape == (3, 64, 64)
 
 
 @needs_shared_data

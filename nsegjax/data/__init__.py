@@ -2,6 +2,7 @@
 
     source = load_split(config.data, 'train')   # builds on first use, then reads the cache
     example = source[i]  # {'index': i, 'image': uint8 [S, S, C], 'mask': uint8 [S, S]}
+    raters = load_all_raters(source)  # {'ar': uint8 [N, S, S], ...} where the dataset has raters
 
 `config.data` fields (ml_collections ConfigDict or any object with these attributes):
   name        one of DATASETS.names(): synthetic_lesion, kvasir_seg, jsrt, oocytes, folder.
@@ -13,6 +14,7 @@
 The cache is keyed by dataset, variant and version, not by the raw files' contents: after editing
 raw files, delete data_dir/<name>/<variant>/ to rebuild.
 """
+import copy
 import os
 from typing import Any, Optional, Sequence
 
@@ -66,11 +68,14 @@ class SegmentationSource:
     image_size: working size S, or 0 for native.
     class_names: class id -> name; `num_classes` is its length.
     num_channels: C of every image.
+    rater_names: the raters whose masks every example stores (`raters`); () if none.
   """
 
   def __init__(self, records: Any, *, name: str, split: str, image_size: int,
-               class_names: Sequence[str], num_channels: Optional[int] = None):
+               class_names: Sequence[str], num_channels: Optional[int] = None,
+               rater_names: Sequence[str] = ()):
     self._records = records  # A TFDS data source: len() and [i] -> dict of NumPy arrays.
+    self._masks: Optional[np.ndarray] = None  # Set by `with_masks`: replaces the stored masks.
     self.name = name
     self.split = split
     self.image_size = image_size
@@ -78,6 +83,7 @@ class SegmentationSource:
     self.num_classes = len(self.class_names)
     self.num_channels = num_channels or (
         int(records[0]['image'].shape[-1]) if len(records) else 0)
+    self.rater_names = tuple(rater_names)
 
   def __len__(self) -> int:
     return len(self._records)
@@ -92,12 +98,43 @@ class SegmentationSource:
     return {
         'index': int(record['index']),
         'image': resize_image(record['image'], self.image_size),
-        'mask': resize_mask(record['mask'], self.image_size),
+        'mask': self._mask_of(int(index), record),
     }
+
+  def _mask_of(self, index: int, record: dict[str, Any]) -> np.ndarray:
+    if self._masks is not None:
+      return self._masks[index % len(self)]
+    return resize_mask(record['mask'], self.image_size)
 
   def mask(self, index: int) -> np.ndarray:
     """Only the mask of example `index`, at the working resolution."""
-    return resize_mask(self._record(int(index))['mask'], self.image_size)
+    return self._mask_of(int(index), self._record(int(index)))
+
+  def raters(self, index: int) -> np.ndarray:
+    """Every rater's mask of example `index`, uint8 [R, S, S] in `rater_names` order.
+
+    Raises:
+      ConfigError: the dataset stores no rater masks.
+    """
+    if not self.rater_names:
+      raise ConfigError(f'dataset {self.name} stores no rater masks; valid choices: '
+                        f'{", ".join(datasets_with_raters())}')
+    stack = self._record(int(index))['raters']
+    return np.stack([resize_mask(mask, self.image_size) for mask in stack])
+
+  def with_masks(self, masks: np.ndarray) -> 'SegmentationSource':
+    """This split with `masks[i]` (working resolution) as example i's `mask`.
+
+    For noise protocols that take the evaluation truth from the dataset (a rater, a consensus):
+    training, validation and test code keep reading `mask` and score against that truth.
+    """
+    masks = np.asarray(masks)
+    if len(masks) != len(self):
+      raise DataError(f'{self.name}/{self.split} has {len(self)} examples but {len(masks)} '
+                      f'replacement masks')
+    relabelled = copy.copy(self)
+    relabelled._masks = masks  # pylint: disable=protected-access
+    return relabelled
 
   def example_name(self, index: int) -> str:
     """The file stem (or generated name) of example `index`, for logs and noise reports."""
@@ -120,6 +157,52 @@ def load_all_masks(source: SegmentationSource) -> np.ndarray:
   if len({mask.shape for mask in masks}) > 1:
     raise DataError(f'{source.name} masks differ in size; set config.data.image_size to stack them')
   return np.stack(masks) if masks else np.zeros((0, 0, 0), np.uint8)
+
+
+def load_all_raters(source: SegmentationSource) -> dict[str, np.ndarray]:
+  """Every rater's masks of a split: rater name -> uint8 [N, S, S], in index order.
+
+  Raises:
+    ConfigError: the dataset stores no rater masks.
+    DataError: native-size masks of different shapes cannot be stacked.
+  """
+  stacks = [source.raters(i) for i in range(len(source))]
+  if len({stack.shape for stack in stacks}) > 1:
+    raise DataError(f'{source.name} masks differ in size; set config.data.image_size to stack them')
+  if not stacks:
+    return {name: np.zeros((0, 0, 0), np.uint8) for name in source.rater_names}
+  stacked = np.stack(stacks, axis=1)  # [R, N, S, S]
+  return dict(zip(source.rater_names, stacked))
+
+
+def datasets_with_raters() -> list[str]:
+  """Names of the registered datasets whose examples store several raters' masks."""
+  return [name for name in DATASETS.names()
+          if any(getattr(config, 'rater_names', ())
+                 for config in getattr(DATASETS.get(name), 'BUILDER_CONFIGS', []))]
+
+
+def require_raters(data_cfg: Any, user: str) -> tuple[str, ...]:
+  """The rater names the configured dataset variant stores, read from its config, not its files.
+
+  Args:
+    data_cfg: `config.data`.
+    user: what needs them, for the message (e.g. "noise protocol 'rater'").
+
+  Raises:
+    ConfigError: unknown dataset or variant, or a dataset without rater masks (the message names
+      it and the datasets that have them).
+  """
+  name = _field(data_cfg, 'name', '')
+  builder_cls = DATASETS.get(name)
+  raters = ()
+  if name in datasets_with_raters():  # checked first: `folder` needs files to name its config
+    config = builder_cls.config_for(_field(data_cfg, 'variant', ''), resolve_manual_dir(data_cfg))
+    raters = tuple(getattr(config, 'rater_names', ()))
+  if not raters:
+    raise ConfigError(f'{user} needs a dataset that stores rater masks, and {name!r} stores none; '
+                      f'valid choices: {", ".join(datasets_with_raters())}')
+  return raters
 
 
 def _field(data_cfg: Any, key: str, default: Any) -> Any:
@@ -191,10 +274,12 @@ def load_split(data_cfg: Any, split: str) -> SegmentationSource:
       image_size=image_size,
       class_names=config.class_names,
       num_channels=builder.NUM_CHANNELS,
+      rater_names=getattr(config, 'rater_names', ()),
   )
 
 
 __all__ = [
-    'DATASETS', 'SPLITS', 'SegmentationSource', 'load_split', 'load_all_masks',
-    'make_lesion_sample', 'prepare_builder', 'resize_image', 'resize_mask',
+    'DATASETS', 'SPLITS', 'SegmentationSource', 'datasets_with_raters', 'load_split',
+    'load_all_masks', 'load_all_raters', 'make_lesion_sample', 'prepare_builder', 'require_raters',
+    'resize_image', 'resize_mask',
 ]

@@ -13,15 +13,18 @@ Splits (fixed, so results are comparable across machines and runs):
     set of the PNL and Confident-Learning papers); validation = the 20 cases of
     splits/training.txt ranked first by the same hash; train = the other 177.
   * oocytes (ar | hs | sg | majority): file-name prefix train_ / validate_ / test_ gives
-    90 / 5 / 5. `ar`, `hs`, `sg` are the three raters; `majority` is their per-pixel vote.
+    90 / 5 / 5. `mask` is rater AR, HS or SG, or their per-pixel strict majority; every variant
+    also stores all three raters' masks (`raters`, for the `rater` noise protocol).
   * folder: like kvasir_seg (80/10/10 by hash rank), for any folder.
 Hash ranking, unlike a seeded permutation, does not depend on NumPy's random streams, and adding a
 file never moves the others between splits. Within a split, examples are sorted by stem and
 `index` is their position, so `source[i]['index'] == i`.
 
 Every example: `index` int64, `image` uint8 [H, W, C], `mask` uint8 [H, W] class ids, `name` the
-file stem. Image and mask sizes are stored per example (shape (None, None, C)), so copies of a
-dataset at other resolutions (e.g. the original, variable-size Kvasir-SEG) build as well.
+file stem. Datasets with several raters add `raters` uint8 [R, H, W], one mask per rater in the
+order of the config's `rater_names`. Image and mask sizes are stored per example (shape
+(None, None, C)), so copies of a dataset at other resolutions (e.g. the original, variable-size
+Kvasir-SEG) build as well.
 """
 import dataclasses
 import hashlib
@@ -104,14 +107,18 @@ class SegmentationConfig(tfds.core.BuilderConfig):
 
   Attributes:
     mask_dirs: mask subfolders read for every image.
-    combine: 'first' uses the first mask; 'majority' takes the per-pixel majority of all.
+    combine: which mask becomes `mask`: 'first' the first one; 'majority' the per-pixel strict
+      majority of all; a name in `rater_names` that rater's.
     class_names: class id -> name.
     folder: for the `folder` builder, the absolute dataset folder; '' for the named datasets.
+    rater_names: when set, one name per mask folder: every example also stores all of them as
+      `raters` [R, H, W] in this order, so a run can train on one rater and score on another.
   """
   mask_dirs: tuple[str, ...] = ('masks',)
   combine: str = 'first'
   class_names: tuple[str, ...] = ('background', 'foreground')
   folder: str = ''
+  rater_names: tuple[str, ...] = ()
 
 
 class _FolderBackedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -130,18 +137,22 @@ class _FolderBackedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     return select_variant(cls, variant)
 
   def _info(self) -> tfds.core.DatasetInfo:
+    features = {
+        'index': tfds.features.Scalar(np.int64),
+        'image': tfds.features.Tensor(shape=(None, None, self.NUM_CHANNELS), dtype=np.uint8,
+                                      encoding=tfds.features.Encoding.ZLIB),
+        'mask': tfds.features.Tensor(shape=(None, None), dtype=np.uint8,
+                                     encoding=tfds.features.Encoding.ZLIB),
+        'name': tfds.features.Text(),
+    }
+    if raters := self.builder_config.rater_names:
+      features['raters'] = tfds.features.Tensor(shape=(len(raters), None, None), dtype=np.uint8,
+                                                encoding=tfds.features.Encoding.ZLIB)
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__class__.__doc__,
         disable_shuffling=True,  # source[i] must be example i: noise is seeded by index.
-        features=tfds.features.FeaturesDict({
-            'index': tfds.features.Scalar(np.int64),
-            'image': tfds.features.Tensor(shape=(None, None, self.NUM_CHANNELS), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.ZLIB),
-            'mask': tfds.features.Tensor(shape=(None, None), dtype=np.uint8,
-                                         encoding=tfds.features.Encoding.ZLIB),
-            'name': tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict(features),
     )
 
   def _dataset_root(self, dl_manager) -> str:
@@ -171,11 +182,17 @@ class _FolderBackedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   def _generate_examples(self, pairs: Sequence[folders.Pair], num_channels: int) -> Iterator:
     for index, pair in enumerate(pairs):
       image, masks = folders.read_pair(pair, num_channels)
-      yield index, {'index': index, 'image': image, 'mask': self._combine(masks), 'name': pair.stem}
+      example = {'index': index, 'image': image, 'mask': self._combine(masks), 'name': pair.stem}
+      if self.builder_config.rater_names:
+        example['raters'] = np.stack(masks)
+      yield index, example
 
   def _combine(self, masks: list[np.ndarray]) -> np.ndarray:
-    if self.builder_config.combine == 'majority':
+    config = self.builder_config
+    if config.combine == 'majority':
       return (2 * np.sum(masks, axis=0) > len(masks)).astype(np.uint8)
+    if config.combine in config.rater_names:
+      return masks[config.rater_names.index(config.combine)]
     return masks[0]
 
 
@@ -228,23 +245,32 @@ def _read_stem_list(path: str, available: set[str]) -> list[str]:
 
 
 class Oocytes(_FolderBackedBuilder, skip_registration=True):
-  """Ghent oocytes: RGB microscopy with three raters' masks; split by file-name prefix."""
+  """Ghent oocytes: RGB microscopy with three raters' masks; split by file-name prefix.
+
+  The variant picks `mask` (one rater, or the majority); every variant stores all three raters'
+  masks as `raters` (AR, HS, SG), which the `rater` noise protocol reads.
+  """
 
   name = 'oocytes'
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': 'Every example also stores the three raters\' masks as `raters`.'}
   USUAL_FOLDER_NAME = 'oocytes_gent'
   NUM_CHANNELS = 3
   PREFIX_TO_SPLIT = {'train_': 'train', 'validate_': 'validation', 'test_': 'test'}
+  RATER_NAMES = ('ar', 'hs', 'sg')
   _RATER_DIRS = ('masks', 'masks_rater2_HS', 'masks_rater3_SG')
   _CLASSES = ('background', 'oocyte')
   BUILDER_CONFIGS = [
-      SegmentationConfig(name='ar', mask_dirs=_RATER_DIRS[:1], class_names=_CLASSES,
-                         description='Rater AR (masks/).'),
-      SegmentationConfig(name='hs', mask_dirs=_RATER_DIRS[1:2], class_names=_CLASSES,
-                         description='Rater HS (masks_rater2_HS/).'),
-      SegmentationConfig(name='sg', mask_dirs=_RATER_DIRS[2:], class_names=_CLASSES,
-                         description='Rater SG (masks_rater3_SG/).'),
-      SegmentationConfig(name='majority', mask_dirs=_RATER_DIRS, combine='majority',
-                         class_names=_CLASSES, description='Per-pixel majority of 3 raters.'),
+      SegmentationConfig(name='ar', mask_dirs=_RATER_DIRS, rater_names=RATER_NAMES, combine='ar',
+                         class_names=_CLASSES, description='Rater AR (masks/).'),
+      SegmentationConfig(name='hs', mask_dirs=_RATER_DIRS, rater_names=RATER_NAMES, combine='hs',
+                         class_names=_CLASSES, description='Rater HS (masks_rater2_HS/).'),
+      SegmentationConfig(name='sg', mask_dirs=_RATER_DIRS, rater_names=RATER_NAMES, combine='sg',
+                         class_names=_CLASSES, description='Rater SG (masks_rater3_SG/).'),
+      SegmentationConfig(name='majority', mask_dirs=_RATER_DIRS, rater_names=RATER_NAMES,
+                         combine='majority', class_names=_CLASSES,
+                         description='Per-pixel majority of 3 raters.'),
   ]
 
   def _split_stems(self, root: str, stems: list[str]) -> dict[str, list[str]]:

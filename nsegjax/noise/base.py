@@ -20,6 +20,10 @@ ResolveFn = Callable[[Mapping[str, Any], int], dict[str, Any]]
 # describe(one sample's log as numpy, resolved params) -> (type, params, per-class entries).
 DescribeFn = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]],
                       tuple[str, dict[str, Any], list[dict[str, Any]]]]
+# from_dataset(the split's extra masks by name, e.g. raters, each (N, H, W); resolved params)
+#   -> (truth (N, H, W), label (N, H, W), is_noisy bool (N,), one log per sample for `describe`).
+FromDatasetFn = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]],
+                         tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +51,9 @@ class NoiseProtocol:
   # Optional faster host-side batch path with `apply_noise`'s chunked contract:
   # (params, seed, masks, indices, chunk) -> (noisy masks, per-sample logs); bit-identical.
   corrupt_selected: Callable[..., tuple[np.ndarray, list]] | None = None
+  # Set only by protocols whose labels are read from the dataset instead of drawn from the clean
+  # mask (real raters, METHODS §2.9); their `corrupt` then only raises. See `FromDatasetFn`.
+  from_dataset: FromDatasetFn | None = None
 
   @property
   def id(self) -> int:

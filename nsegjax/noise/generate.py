@@ -414,3 +414,129 @@ def cached_apply_noise(cache_dir: str | os.PathLike, cache_name: str, masks: np.
   os.replace(tmp_log, log_path)
   os.replace(tmp_npz, npz_path)
   return noisy, records
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset-sourced protocols ('rater'): labels read from the dataset, logged and cached alike
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_dataset_masks(masks_by_name: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  checked = {name: _check_masks(masks) for name, masks in masks_by_name.items()}
+  if not checked:
+    raise DataError('the dataset stores no extra masks (raters) for this protocol to read')
+  if len({masks.shape for masks in checked.values()}) > 1:
+    shapes = ', '.join(f'{name} {masks.shape}' for name, masks in checked.items())
+    raise DataError(f'the raters\' masks differ in shape: {shapes}')
+  return checked
+
+
+def _resolve_dataset(protocol: str, params: Mapping[str, Any] | None,
+                     masks_by_name: Mapping[str, np.ndarray]
+                     ) -> tuple[NoiseProtocol, dict[str, Any]]:
+  entry = PROTOCOLS.get(protocol)
+  if entry.from_dataset is None:
+    raise ConfigError(f'noise protocol {protocol!r} corrupts clean masks: use apply_noise')
+  return resolve(protocol, params, np.concatenate(list(masks_by_name.values())))
+
+
+def apply_dataset_noise(masks_by_name: Mapping[str, np.ndarray], indices: np.ndarray,
+                        protocol: str, params: Mapping[str, Any] | None, seed: int
+                        ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+  """The (truth, label) pairs of a protocol that reads its labels from the dataset, and their log.
+
+  `apply_noise`'s counterpart for protocols with a `from_dataset` hook (e.g. 'rater'): the hook
+  picks the truth y (an eval rater, a consensus) and the label ỹ (the train rater) from the
+  dataset's masks; the achieved noise is recomputed from the pair exactly as for the simulators.
+  Every record has the protocol's `type` (each label is a rater's, none is untouched) and
+  `is_noisy` from the hook (for 'rater', the Dice threshold).
+
+  Args:
+    masks_by_name: name (e.g. rater) -> uint8 (N, H, W) masks of the same N samples, in order.
+    indices: (N,) sample ids of those samples, unique, in [0, N).
+    protocol: a registered protocol with `from_dataset`.
+    params: its parameters.
+    seed: logged with every record (and keying the cache); the rater protocol draws nothing.
+
+  Returns:
+    (truth uint8 [N, H, W], label uint8 [N, H, W], one record per sample).
+
+  Raises:
+    ConfigError: a protocol without `from_dataset`, a bad parameter or an unknown rater name.
+    DataError: masks of the wrong shape, dtype or range.
+  """
+  masks_by_name = _check_dataset_masks(masks_by_name)
+  num = len(next(iter(masks_by_name.values())))
+  indices = _check_indices(indices, num, num)
+  seed = _check_seed(seed)
+  entry, resolved = _resolve_dataset(protocol, params, masks_by_name)
+  truth, label, is_noisy, logs = entry.from_dataset(masks_by_name, resolved)
+  truth, label = _check_masks(truth), _check_masks(label)
+  num_classes = _num_classes(resolved, max(_max_label(truth), _max_label(label)))
+  records = []
+  for start in range(0, num, 256):  # bounds the metric temporaries
+    stop = min(start + 256, num)
+    metrics = label_noise_metrics(truth[start:stop], label[start:stop], num_classes)
+    for pos in range(start, stop):
+      sample_metrics = {name: value[pos - start] for name, value in metrics.items()}
+      record = _record(entry, resolved, seed, indices[pos], True, logs[pos], sample_metrics,
+                       label[pos])
+      record['is_noisy'] = bool(is_noisy[pos])  # described as the protocol's type either way
+      records.append(record)
+  return truth, label, records
+
+
+def dataset_cache_key(masks_by_name: Mapping[str, np.ndarray], indices: np.ndarray,
+                      protocol: str, params: Mapping[str, Any] | None, seed: int) -> str:
+  """`cache_key` for `apply_dataset_noise`: every input mask set's bytes, by name."""
+  masks_by_name = _check_dataset_masks(masks_by_name)
+  num = len(next(iter(masks_by_name.values())))
+  indices = _check_indices(indices, num, num)
+  entry, resolved = _resolve_dataset(protocol, params, masks_by_name)
+  content = {
+      'format': _CACHE_FORMAT,
+      'source': 'dataset',
+      'protocol': entry.name,
+      'protocol_version': entry.version,
+      'params': _jsonable(resolved),
+      'seed': _check_seed(seed),
+      'indices_sha1': mask_sha1(indices),
+      'masks': [[name, list(masks.shape), mask_sha1(masks)]
+                for name, masks in masks_by_name.items()],
+  }
+  return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def cached_dataset_noise(cache_dir: str | os.PathLike, cache_name: str,
+                         masks_by_name: Mapping[str, np.ndarray], indices: np.ndarray,
+                         protocol: str, params: Mapping[str, Any] | None, seed: int
+                         ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+  """`apply_dataset_noise`, stored as `<cache_name>.<key>.npz` + `.jsonl` like `cached_apply_noise`.
+
+  The npz holds the truth next to the labels, so a STAPLE consensus is computed once.
+  """
+  key = dataset_cache_key(masks_by_name, indices, protocol, params, seed)
+  npz_path, log_path = _cache_paths(Path(cache_dir), cache_name, key)
+  num = len(next(iter(masks_by_name.values())))
+  cached = _load_cached(npz_path, log_path, key, num)
+  if cached is not None:
+    try:
+      with np.load(npz_path, allow_pickle=False) as stored:
+        truth = stored['truth']
+    except (OSError, ValueError, KeyError):
+      truth = None
+    if truth is not None and len(truth) == num:
+      return truth, cached[0], cached[1]
+
+  truth, label, records = apply_dataset_noise(masks_by_name, indices, protocol, params, seed)
+  Path(cache_dir).mkdir(parents=True, exist_ok=True)
+  # Temporary names, then renames: an interrupted run never leaves a half file.
+  tmp_log = log_path.with_name(log_path.name + '.tmp')
+  write_noise_log(records, tmp_log)
+  tmp_npz = npz_path.with_name(npz_path.name + '.tmp')
+  with open(tmp_npz, 'wb') as f:
+    np.savez_compressed(f, noisy=label, truth=truth, indices=np.asarray(indices, np.int64),
+                        cache_key=np.array(key))
+  os.replace(tmp_log, log_path)
+  os.replace(tmp_npz, npz_path)
+  return truth, label, records
