@@ -119,3 +119,26 @@ def overlay_figure(images: np.ndarray, clean: Optional[np.ndarray], noisy: Optio
     os.makedirs(parent, exist_ok=True)
   fig.savefig(path, format='png', dpi=dpi)
   return path
+
+
+def transition_figure(matrices: dict, class_names: Sequence[str], path: str) -> str:
+  """Heatmaps of K×K transition matrices side by side (rows clean, columns noisy), values
+  printed in each cell; `None` entries are skipped. Returns the path of the written PNG."""
+  matrices = {title: np.asarray(m) for title, m in matrices.items() if m is not None}
+  fig = Figure(figsize=(4.2 * len(matrices), 4.0))
+  for i, (title, matrix) in enumerate(matrices.items()):
+    ax = fig.add_subplot(1, len(matrices), i + 1)
+    ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap='viridis')
+    for (row, col), value in np.ndenumerate(matrix):
+      ax.text(col, row, f'{value:.2f}', ha='center', va='center',
+              color='black' if value > 0.5 else 'white', fontsize=8)
+    ticks = range(matrix.shape[0])
+    names = list(class_names)[:matrix.shape[0]]
+    ax.set_xticks(ticks, names, rotation=45, ha='right')
+    ax.set_yticks(ticks, names)
+    ax.set_xlabel('noisy')
+    ax.set_ylabel('clean')
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  return path

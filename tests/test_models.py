@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from nsegjax import models, ops
+from nsegjax import models, resize
 from nsegjax.models import resnet
 from nsegjax.errors import ConfigError, DataError
 
@@ -124,7 +124,7 @@ def test_small_resnet_trains_and_returns_input_size_logits():
 def test_resize_bilinear_align_corners_matches_numpy():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
-  out = np.asarray(ops.resize_bilinear(jnp.asarray(x), (9, 4)))
+  out = np.asarray(resize.resize_bilinear(jnp.asarray(x), (9, 4)))
   expected = np.zeros((2, 9, 4, 3), np.float32)
   for i in range(9):
     for j in range(4):
@@ -139,7 +139,7 @@ def test_resize_bilinear_align_corners_matches_numpy():
 
 def test_resize_labels_nearest_takes_floor_indices():
   labels = jnp.arange(256 * 320).reshape(1, 256, 320)
-  out = np.asarray(ops.resize_labels_nearest(labels, (64, 64)))
+  out = np.asarray(resize.resize_nearest(labels, (64, 64)))
   # METHODS §3.1: 256×320 → 64×64 takes rows 0, 4, 8, … and columns 0, 5, 10, ….
   np.testing.assert_array_equal(out[0], np.asarray(labels[0])[::4, ::5])
 

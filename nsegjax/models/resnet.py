@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nsegjax.ops import resize_bilinear
+from nsegjax.resize import resize_bilinear
 
 # depth → (block kind, blocks per layer)
 LAYOUTS = {
@@ -45,12 +45,9 @@ def ceil_mode_padding(size: int, window: int, stride: int, pad: int) -> tuple[in
   return pad, (out - 1) * stride + window - size - pad
 
 
-class _BN(nn.Module):
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+def _bn(name: str, train: bool, dtype) -> nn.BatchNorm:
+  """PyTorch momentum 0.1 = Flax 0.9."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -67,9 +64,9 @@ class BasicBlock(nn.Module):
     conv = lambda f, k, s, d, name: nn.Conv(  # noqa: E731
         f, (k, k), (s, s), kernel_dilation=(d, d), padding=d * (k // 2), use_bias=False,
         kernel_init=conv_init, dtype=self.dtype, name=name)
-    y = nn.relu(_BN(self.dtype, name='bn1')(conv(self.features, 3, self.stride, self.dilation,
-                                                 'conv1')(x), train))
-    y = _BN(self.dtype, name='bn2')(conv(self.features, 3, 1, self.dilation, 'conv2')(y), train)
+    y = nn.relu(_bn('bn1', train, self.dtype)(
+        conv(self.features, 3, self.stride, self.dilation, 'conv1')(x)))
+    y = _bn('bn2', train, self.dtype)(conv(self.features, 3, 1, self.dilation, 'conv2')(y))
     return nn.relu(y + _shortcut(x, self.features, self.project, self.stride, train, self.dtype))
 
 
@@ -87,11 +84,10 @@ class Bottleneck(nn.Module):
     def conv(f, k, s, d, name):
       return nn.Conv(f, (k, k), (s, s), kernel_dilation=(d, d), padding=d * (k // 2),
                      use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=name)
-    y = nn.relu(_BN(self.dtype, name='bn1')(conv(self.features, 1, self.stride, 1, 'conv1')(x),
-                                            train))
-    y = nn.relu(_BN(self.dtype, name='bn2')(conv(self.features, 3, 1, self.dilation, 'conv2')(y),
-                                            train))
-    y = _BN(self.dtype, name='bn3')(conv(self.features * 4, 1, 1, 1, 'conv3')(y), train)
+    y = nn.relu(_bn('bn1', train, self.dtype)(conv(self.features, 1, self.stride, 1, 'conv1')(x)))
+    y = nn.relu(_bn('bn2', train, self.dtype)(
+        conv(self.features, 3, 1, self.dilation, 'conv2')(y)))
+    y = _bn('bn3', train, self.dtype)(conv(self.features * 4, 1, 1, 1, 'conv3')(y))
     return nn.relu(y + _shortcut(x, self.features * 4, self.project, self.stride, train,
                                  self.dtype))
 
@@ -102,7 +98,7 @@ def _shortcut(x, features: int, project: bool, stride: int, train: bool, dtype):
     return x
   y = nn.Conv(features, (1, 1), (stride, stride), use_bias=False, kernel_init=conv_init,
               dtype=dtype, name='downsample_conv')(x)
-  return _BN(dtype, name='downsample_bn')(y, train)
+  return _bn('downsample_bn', train, dtype)(y)
 
 
 class ClassifierModule(nn.Module):
@@ -151,7 +147,7 @@ class DilatedResNet(nn.Module):
     x = x.astype(self.dtype)
     x = nn.Conv(width(64), (7, 7), (2, 2), padding=3, use_bias=False, kernel_init=conv_init,
                 dtype=self.dtype, name='conv1')(x)
-    x = nn.relu(_BN(self.dtype, name='bn1')(x, train))
+    x = nn.relu(_bn('bn1', train, self.dtype)(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=[ceil_mode_padding(s, 3, 2, 1) for s in x.shape[1:3]])
     features = []
     for layer, (count, base, (stride, dilation)) in enumerate(
