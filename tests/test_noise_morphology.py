@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from launch import scipy_noise_reference
 from nsegjax.errors import ConfigError
 from nsegjax.noise import adele, generate, morphology, radius, scribble
 
@@ -104,6 +105,102 @@ def test_paint_disks_union_and_deepest_colour():
     best = np.minimum(best, power)
   np.testing.assert_array_equal(covered, best <= 0)
   np.testing.assert_array_equal(np.asarray(painted)[best <= 0], expected[best <= 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit-packed masks
+# ---------------------------------------------------------------------------------------------
+
+
+def _packed_roundtrip(mask):
+  return morphology.pack_bits(jnp.asarray(mask)), mask.shape[-1]
+
+
+@pytest.mark.parametrize('width', [31, 32, 45, 64])
+def test_pack_bits_matches_numpy_packbits_and_counts(width):
+  rng = np.random.default_rng(10)
+  masks = rng.random((3, 7, width)) < 0.4
+  packed = np.asarray(morphology.pack_bits(jnp.asarray(masks)))
+  padded = np.pad(masks, ((0, 0), (0, 0), (0, packed.shape[-1] * 32 - width)))
+  expected = np.packbits(padded, axis=-1, bitorder='little').view('<u4')
+  np.testing.assert_array_equal(packed, expected)
+  np.testing.assert_array_equal(morphology.unpack_bits(jnp.asarray(packed), width), masks)
+  np.testing.assert_array_equal(morphology.popcount(jnp.asarray(packed)), masks.sum(axis=(1, 2)))
+  area, rows, cols = morphology.packed_moments(jnp.asarray(packed[0]))
+  r, c = np.nonzero(masks[0])
+  assert (int(area), int(rows), int(cols)) == (len(r), r.sum(), c.sum())
+
+
+@pytest.mark.parametrize('shape', [(23, 31), (40, 70)])
+def test_packed_disks_cross_and_translation_equal_scipy(shape):
+  dilate = jax.jit(morphology.dilate_disk_packed, static_argnums=(2, 3))
+  erode = jax.jit(morphology.erode_disk_packed, static_argnums=(2, 3))
+  step = jax.jit(morphology.dilate_cross_packed, static_argnums=1)
+  masks = random_masks(11, shape=shape) + [np.ones(shape, bool), np.zeros(shape, bool)]
+  for mask in masks:
+    packed, width = _packed_roundtrip(mask)
+    unpack = lambda bits: np.asarray(morphology.unpack_bits(bits, width))
+    for r in (0, 1, 3, 7, 30):  # 30: past the image, and every radius one compilation
+      footprint = disk(r) if r else np.ones((1, 1), bool)
+      np.testing.assert_array_equal(unpack(dilate(packed, r, 30, width)),
+                                    ndimage.binary_dilation(mask, footprint))
+      np.testing.assert_array_equal(unpack(erode(packed, r, 30, width)),
+                                    ndimage.binary_erosion(mask, footprint))
+    for r in (2.5, 3.75):  # a float radius compares float32 squares (mstfal's disks)
+      footprint = disk(int(r)) | (np.add.outer(*[np.arange(-int(r), int(r) + 1) ** 2] * 2) <=
+                                  np.float32(r) ** 2)
+      np.testing.assert_array_equal(unpack(dilate(packed, np.float32(r), 4, width)),
+                                    ndimage.binary_dilation(mask, footprint))
+    np.testing.assert_array_equal(unpack(step(packed, width, False)),
+                                  ndimage.binary_dilation(mask))
+    # With the outside as foreground (bits past W included), the complement's dilation is the
+    # erosion's complement.
+    np.testing.assert_array_equal(~unpack(step(~packed, width, True)),
+                                  ndimage.binary_erosion(mask))
+  rng = np.random.default_rng(12)
+  mask = masks[1]
+  pad_row, pad_words = morphology.translation_pads(shape[0], shape[1])
+  padded = jnp.pad(morphology.pack_bits(jnp.asarray(mask)),
+                   ((pad_row, pad_row), (pad_words, pad_words)))
+  translate = jax.jit(morphology.translate_packed, static_argnums=(3, 4, 5))
+  for shift_row, shift_col in [(0, 0), (3, -shape[1]), (-shape[0], 5), (1, shape[1] - 1)] + [
+      tuple(rng.integers(-s, s + 1) for s in shape) for _ in range(6)]:
+    expected = np.zeros_like(mask)
+    src = mask[max(0, -shift_row):shape[0] - max(0, shift_row),
+               max(0, -shift_col):shape[1] - max(0, shift_col)]
+    expected[max(0, shift_row):max(0, shift_row) + src.shape[0],
+             max(0, shift_col):max(0, shift_col) + src.shape[1]] = src
+    moved = translate(padded, shift_row, shift_col, pad_row, pad_words, shape)
+    np.testing.assert_array_equal(morphology.unpack_bits(moved, shape[1]), expected)
+
+
+def test_adele_fast_resize_and_square_equal_the_matrix_and_distance_forms():
+  rng = np.random.default_rng(13)
+  mask = jnp.asarray(ellipse((SIZE, SIZE), 30, 34, 14, 9))
+  for scale, shift in [(0.6, (12.0, 7.0)), (1.7, (-20.0, -31.0)), (0.33, (40.0, 41.0))]:
+    expected = morphology.resize(mask, (48, 48), scale, jnp.asarray(shift), 'nearest') > 0.5
+    np.testing.assert_array_equal(
+        adele._resize_nearest(mask, 48, jnp.float32(scale), jnp.asarray(shift)), expected)  # pylint: disable=protected-access
+  square = jax.jit(adele._dilate_square, static_argnums=2)  # pylint: disable=protected-access
+  for small in (rng.random((34, 40)) < 0.1, np.pad(np.ones((6, 6), bool), 14)):
+    for k in (0, 1, 3):
+      np.testing.assert_array_equal(square(small, k, 3), morphology.dilate_square(small, k))
+
+
+def test_radius_grouped_corrupt_selected_equals_generator_path():
+  masks = blob_dataset(12, seed=4)
+  masks[5] = 0
+  _, resolved = generate.resolve('radius', RADIUS_PARAMS, masks)
+  entry = radius.PROTOCOL
+  expected, expected_logs = generate._corrupt_selected(entry, resolved, 3, masks,  # pylint: disable=protected-access
+                                                       np.arange(12), 4)
+  got, logs = radius.corrupt_selected(resolved, 3, masks, np.arange(12), chunk=4)
+  np.testing.assert_array_equal(got, expected)
+  assert {int(log['type']) for log in logs} == {radius.DILATE, radius.ERODE, radius.EDGE}
+  for log, expected_log in zip(logs, expected_logs):
+    assert log.keys() == expected_log.keys()
+    for name in log:
+      np.testing.assert_array_equal(log[name], expected_log[name])
 
 
 @pytest.mark.parametrize('method', ['linear', 'cubic'])
@@ -204,7 +301,7 @@ def test_bad_params_raise_config_error():
   masks = blob_dataset(2)
   cases = [('radius', {'structure': 'liver'}), ('radius', {'r_min': 3}),
            ('radius', {'structure': 'custom', 'r_min': 5, 'r_max': 3}),
-           ('radius', {'edge_detector': 'canny'}), ('radius', {'gamma': 1}),
+           ('radius', {'edge_detector': 'sobel'}), ('radius', {'gamma': 1}),
            ('adele', {'modes': ('sideways',)}), ('adele', {'thresh': 1.5}),
            ('scribble', {'width': (1, 5)}), ('scribble', {'keep': (0.9, 0.5)})]
   for name, params in cases:
@@ -236,14 +333,18 @@ def test_radius_dilation_and_erosion_of_a_disk_change_its_radius():
     assert abs(grown - (r if kind == radius.DILATE else -r)) < 1.0
 
 
-def test_radius_edge_noise_stays_near_the_edge_and_logs_disks():
+@pytest.mark.parametrize('detector', ['canny', 'boundary'])
+def test_radius_edge_noise_stays_near_the_edge_and_logs_disks(detector):
   masks = blob_dataset(6)
   static = radius.corrupt_kwargs(radius.resolve_params(
-      {**RADIUS_PARAMS, 'type_probs': (0.0, 0.0, 1.0)}, 1))
+      {**RADIUS_PARAMS, 'type_probs': (0.0, 0.0, 1.0), 'edge_detector': detector}, 1))
   out, log = _batched(radius, **static)(_keys('radius', 6), jnp.asarray(masks))
   out, log = np.asarray(out), jax.tree.map(np.asarray, log)
   for clean, noisy, disks in zip(masks.astype(bool), out.astype(bool), log['num_disks']):
-    edges = clean & ~ndimage.binary_erosion(clean, border_value=1)
+    if detector == 'canny':
+      edges = scipy_noise_reference.canny(clean)
+    else:
+      edges = clean & ~ndimage.binary_erosion(clean, border_value=1)
     assert 0.3 * edges.sum() < disks < 0.7 * edges.sum()
     near_edge = ndimage.binary_dilation(edges, disk(4))  # disks have radius < r_max = 5
     assert not ((clean != noisy) & ~near_edge).any()

@@ -1,5 +1,6 @@
 """Tests for the shape-based simulators: flips (§2.1), ellipse (§2.2), polygon / mstfal (§2.7),
-box / coarse_polygon (§2.8), and the geometry utilities they share.
+box / coarse_polygon (§2.8), the geometry utilities they share (components, contours,
+Douglas–Peucker, polygon fill) and the scribbles' packed skeleton.
 
 Geometry is checked against SciPy / NumPy references; the protocols against the §2.0 contract
 (determinism through `apply_noise`, vmap = loop, ignore pixels, empty masks) and against their
@@ -15,7 +16,8 @@ import pytest
 from scipy import ndimage
 
 from nsegjax.errors import ConfigError
-from nsegjax.noise import PROTOCOLS, ellipse, flips, generate, geometry, polygon, weak_shapes
+from nsegjax.noise import (PROTOCOLS, ellipse, flips, generate, geometry, morphology, polygon,
+                           scribble, weak_shapes)
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures and helpers
@@ -155,6 +157,63 @@ def test_fill_polygon_equals_brute_force_point_in_polygon():
     np.testing.assert_array_equal(got, expected)
 
 
+def segment_meets_square(start, end, centre):
+  """Does the segment meet the closed pixel square centre ± 1/2 (Liang–Barsky clipping)?"""
+  low, high = 0.0, 1.0
+  for axis in (0, 1):
+    delta = end[axis] - start[axis]
+    near, far = centre[axis] - 0.5 - start[axis], centre[axis] + 0.5 - start[axis]
+    if delta == 0:
+      if near > 0 or far < 0:
+        return False
+      continue
+    t0, t1 = sorted((near / delta, far / delta))
+    low, high = max(low, t0), min(high, t1)
+  return low <= high
+
+
+def supercover(vertices, shape):
+  """Pixels whose closed square meets one of the polygon's edges."""
+  edges = list(zip(vertices, np.roll(vertices, -1, 0)))
+  return np.array([[any(segment_meets_square(a, b, (r, c)) for a, b in edges)
+                    for c in range(shape[1])] for r in range(shape[0])])
+
+
+def test_fill_polygons_union_boundary_and_sorted_path():
+  rng = np.random.default_rng(8)
+  shape = (18, 22)
+  fill = jax.jit(geometry.fill_polygons, static_argnums=(0, 4))
+  for num_vertices in (6, 20):  # 20 > 16 edges: the sort-based ordering of crossings
+    vertices = rng.uniform(-1, 22, (3, num_vertices, 2)) + 0.123
+    counts = np.array([num_vertices, 5, 4])
+    valid = np.array([True, True, False])
+    got = np.asarray(fill(shape, jnp.asarray(vertices, jnp.float32), jnp.asarray(counts),
+                          jnp.asarray(valid), False))
+    expected = np.zeros(shape, bool)
+    for k in (0, 1):
+      expected |= np.array([[brute_force_winding((r, c), vertices[k, :counts[k]])
+                             for c in range(shape[1])] for r in range(shape[0])])
+    np.testing.assert_array_equal(got, expected)
+    outlined = np.asarray(fill(shape, jnp.asarray(vertices, jnp.float32), jnp.asarray(counts),
+                               jnp.asarray(valid), True))
+    cover = supercover(vertices[0, :counts[0]], shape) | supercover(vertices[1, :5], shape)
+    assert (outlined >= got).all() and (outlined <= (got | cover)).all()
+    # Every pixel containing a vertex is filled.
+    for k in (0, 1):
+      for r, c in np.floor(vertices[k, :counts[k]] + 0.5).astype(int):
+        if 0 <= r < shape[0] and 0 <= c < shape[1]:
+          assert outlined[r, c]
+
+
+def test_fill_polygon_outline_of_a_segment_and_a_point():
+  line = geometry.fill_polygon((6, 8), jnp.array([[1.0, 1.0], [1.0, 5.0], [0.0, 0.0]]), 2, True)
+  expected = np.zeros((6, 8), bool)
+  expected[1, 1:6] = True
+  np.testing.assert_array_equal(line, expected)
+  point = geometry.fill_polygon((6, 8), jnp.array([[3.0, 4.0]] * 3), 1, True)
+  np.testing.assert_array_equal(np.argwhere(np.asarray(point)), [[3, 4]])
+
+
 def test_fill_ellipse_of_covariance_matches_elliptical_mask():
   fg = ellipse_mask((64, 64), (30.3, 33.1), (20, 9), 0.4)
 
@@ -194,12 +253,211 @@ def test_squared_distance_equals_scipy_edt_within_reach():
   assert (got[~near] > 100).all()
 
 
-def test_radial_contour_of_a_disk_is_its_radius():
-  fg = ellipse_mask((64, 64), (32, 32), (15, 15))
-  ids = jnp.where(jnp.asarray(fg), 0, -1)
-  angles = jnp.linspace(0, 2 * np.pi, 16, endpoint=False)
-  radii = geometry.radial_contour(ids, 0, jnp.array([32.0, 32.0]), angles)
-  assert np.abs(np.asarray(radii) - 15.5).max() <= 1.0
+# Contours: references written from the published algorithms, pixel by pixel in NumPy.
+
+# Suzuki & Abe (1985) outer border following, the algorithm behind cv2.findContours, with its
+# neighbour order: counter-clockwise as displayed, from east.
+_CCW = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
+
+
+def suzuki_outer_contour(component):
+  """The outer border of a one-component bool mask as (row, col) pixels, from its raster-first
+  pixel, in the order cv2.findContours(RETR_EXTERNAL, CHAIN_APPROX_NONE) returns it."""
+  padded = np.pad(component, 1)
+  first = tuple(int(v) for v in np.argwhere(padded)[0])
+
+  def search(centre, towards, step):  # the first pixel around `centre` after `towards`
+    k = _CCW.index((towards[0] - centre[0], towards[1] - centre[1]))
+    for t in range(1, 9):
+      d_row, d_col = _CCW[(k + step * t) % 8]
+      if padded[centre[0] + d_row, centre[1] + d_col]:
+        return centre[0] + d_row, centre[1] + d_col
+    return None
+
+  # Clockwise from the west neighbour (step -1); Suzuki's search includes the start itself.
+  west = (first[0], first[1] - 1)
+  found = search(first, west, -1) if padded[first[0], first[1] - 1] == 0 else None
+  if found is None:
+    return [(first[0] - 1, first[1] - 1)]
+  previous, current, points = found, first, []
+  while True:
+    points.append((current[0] - 1, current[1] - 1))
+    following = search(current, previous, 1)
+    if following == first and current == found:
+      return points
+    previous, current = current, following
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _traced(fg, max_length, max_components):
+  comps = geometry.label_components(fg, 8, max_components)
+  return comps, geometry.trace_outer_contours(comps.ids, comps.start, comps.valid, max_length)
+
+
+def traced(fg, max_length=None, max_components=16):
+  """(components, contours) of a bool mask."""
+  return _traced(jnp.asarray(fg), max_length, max_components)
+
+
+def random_shapes(seed, count, shape=(24, 28)):
+  """Random masks of one shape (one compilation), every third one smoothed."""
+  rng = np.random.default_rng(seed)
+  for trial in range(count):
+    fg = rng.random(shape) < rng.uniform(0.3, 0.7)
+    yield ndimage.binary_opening(fg) if trial % 3 == 0 else fg
+
+
+def test_contours_equal_suzuki_border_following():
+  checked = 0
+  for fg in random_shapes(0, 25):
+    comps, contours = traced(fg, max_length=4 * fg.size)
+    ids = np.asarray(comps.ids)
+    for k in np.flatnonzero(np.asarray(comps.valid)):
+      offset, length = int(contours.offset[k]), int(contours.length[k])
+      got = np.asarray(contours.points[offset:offset + length]).tolist()
+      assert got == [list(p) for p in suzuki_outer_contour(ids == k)]
+      assert (np.asarray(contours.slot[offset:offset + length]) == k).all()
+      checked += 1
+    used = int(np.asarray(contours.length).sum())
+    assert (np.asarray(contours.slot[used:]) == -1).all()
+  assert checked > 100
+
+
+def test_contour_of_a_rectangle_and_a_single_pixel():
+  fg = np.zeros((8, 10), bool)
+  fg[1:4, 2:5] = True
+  fg[6, 8] = True
+  _, contours = traced(fg)
+  assert np.asarray(contours.length[:2]).tolist() == [8, 1]
+  np.testing.assert_array_equal(contours.points[:8], [[1, 2], [2, 2], [3, 2], [3, 3], [3, 4],
+                                                      [2, 4], [1, 4], [1, 3]])
+  np.testing.assert_array_equal(contours.points[8], [6, 8])
+  np.testing.assert_allclose(geometry.contour_perimeters(contours)[:2], [8.0, 0.0])
+
+
+def test_contour_too_long_for_the_buffer_is_left_untraced():
+  fg = np.zeros((30, 30), bool)
+  fg[2:22, 2:22] = True  # contour of 76 points
+  fg[25:28, 25:28] = True  # contour of 8 points
+  _, contours = traced(fg, max_length=40)
+  assert np.asarray(contours.length[:2]).tolist() == [0, 8]
+  np.testing.assert_array_equal(contours.points[:8], suzuki_outer_contour(fg & (
+      np.arange(30)[:, None] >= 24)))
+  # In a protocol the untraced component stays as it is, and the log says so.
+  mask = fg.astype(np.uint8)
+  noisy, log = geometry.replace_components(
+      jax.random.key(0), jnp.asarray(mask),
+      lambda key, ids, moments, selected, contours: (jnp.zeros(ids.shape, bool), {}),
+      num_classes=2, trace_contours=True, max_contour_length=40)
+  noisy = np.asarray(noisy)
+  np.testing.assert_array_equal(noisy[:24], mask[:24])
+  assert not noisy[24:].any()
+  assert int(log['untraced']) == 1 and int(log['replaced']) == 1
+
+
+def polyline_perimeter(points):
+  return float(np.sum(np.hypot(*(np.roll(points, -1, 0) - points).T)))
+
+
+def test_resampled_points_are_equally_spaced_on_the_contour():
+  fg = ellipse_mask((48, 48), (22.4, 25.3), (15, 9), 0.5)
+  _, contours = traced(fg)
+  length = int(contours.length[0])
+  ring = np.asarray(contours.points[:length], float)
+  perimeter = polyline_perimeter(ring)
+  np.testing.assert_allclose(geometry.contour_perimeters(contours)[0], perimeter, rtol=1e-5)
+  count, start = 7, 0.3
+  fractions = np.mod(start + np.arange(count) / count, 1.0)
+  fractions = jnp.asarray(np.tile(fractions, (16, 1)), jnp.float32)
+  points = np.asarray(geometry.resample_contours(contours, fractions)[0])
+  # Walk the reference polyline to each target arc length.
+  steps = np.hypot(*(np.roll(ring, -1, 0) - ring).T)
+  arc = np.concatenate([[0.0], np.cumsum(steps)])
+  for point, fraction in zip(points, np.asarray(fractions[0])):
+    target = fraction * perimeter
+    i = min(np.searchsorted(arc, target, side='right') - 1, length - 1)
+    expected = ring[i] + (target - arc[i]) / steps[i] * (ring[(i + 1) % length] - ring[i])
+    np.testing.assert_allclose(point, expected, atol=1e-3)
+
+
+def recursive_douglas_peucker(points, epsilon):
+  """Plain recursive DP on a closed contour, split first at the pair cv2.approxPolyDP finds
+  (three farthest-point rounds from point 0, ties to the first point after the current one)."""
+  count = len(points)
+  points = points.astype(np.float32)
+
+  def farthest(i):
+    order = (np.arange(count) - i) % count
+    distance = ((points - points[i]) ** 2).sum(1)
+    return int(np.lexsort((order, -distance))[0])
+
+  previous, current = 0, 0
+  for _ in range(3):
+    previous, current = current, farthest(current)
+  kept = {previous, current}
+
+  def chain(a, b):  # points strictly between a and b going forwards, cyclically
+    inner = [(a + t) % count for t in range(1, (b - a) % count or count)]
+    if not inner:
+      return
+    chord = points[b] - points[a]
+    chord_length = np.float32(np.sqrt(np.float32(chord @ chord)))
+    distances = []
+    for i in inner:
+      offset = points[i] - points[a]
+      if chord_length > 0:
+        distances.append(np.float32(abs(chord[0] * offset[1] - chord[1] * offset[0])) /
+                         chord_length)
+      else:
+        distances.append(np.float32(np.sqrt(np.float32(offset @ offset))))
+    best = int(np.argmax(distances))
+    if distances[best] > epsilon:
+      kept.add(inner[best])
+      chain(a, inner[best])
+      chain(inner[best], b)
+
+  if previous != current:
+    chain(previous, current)
+    chain(current, previous)
+  return sorted(kept)
+
+
+def test_douglas_peucker_equals_recursive_version_when_the_budget_does_not_bind():
+  dp = jax.jit(geometry.douglas_peucker, static_argnums=(2, 3))
+  rng = np.random.default_rng(7)
+  checked = 0
+  for _ in range(8):
+    fg = ndimage.gaussian_filter(rng.standard_normal((36, 36)), 2.0) > 0.05  # a few blobs
+    _, contours = traced(fg, max_length=4 * fg.size)
+    epsilon = rng.uniform(0.3, 4.0, 16).astype(np.float32)
+    kept, counts = dp(contours, jnp.asarray(epsilon), 1, 256)
+    kept = np.asarray(kept)
+    for k in np.flatnonzero(np.asarray(contours.length) > 0):
+      offset, length = int(contours.offset[k]), int(contours.length[k])
+      expected = recursive_douglas_peucker(np.asarray(contours.points[offset:offset + length]),
+                                           epsilon[k])
+      assert np.flatnonzero(kept[offset:offset + length]).tolist() == expected
+      assert int(counts[k]) == len(expected)
+      checked += 1
+  assert checked > 15
+
+
+def test_douglas_peucker_budget_clamps_the_vertex_count():
+  fg = ellipse_mask((64, 64), (31.2, 30.7), (24, 15), 0.3)
+  fg[31:34, 3:60] = True  # a spike: many significant vertices
+  _, contours = traced(fg)
+  for epsilon, low, high in ((0.2, 4, 12), (100.0, 4, 12), (100.0, 6, 9)):
+    kept, counts = geometry.douglas_peucker(contours, jnp.full(16, epsilon), low, high)
+    assert int(np.asarray(kept).sum()) == int(counts[0])
+    assert int(counts[0]) == (high if epsilon < 1 else low)
+    # With the budget binding at 12, the vertices are a subset of the unbounded result.
+    unbounded, _ = geometry.douglas_peucker(contours, jnp.full(16, epsilon), 1, 400)
+    if epsilon < 1:
+      assert not (np.asarray(kept) & ~np.asarray(unbounded)).any()
+  vertices = geometry.gather_vertices(contours, kept, 9)
+  length = int(contours.length[0])
+  chosen = np.asarray(contours.points[:length])[np.asarray(kept[:length])]
+  np.testing.assert_array_equal(vertices[0, :int(counts[0])], chosen)
 
 
 def test_affine_warp_identity_and_shift():
@@ -392,9 +650,35 @@ def test_polygon_dice_is_in_a_sensible_band_and_vertices_in_range():
 
 def test_polygon_without_jitter_approximates_a_convex_component():
   clean = ellipse_mask((64, 64), (30, 32), (20, 14), 0.3).astype(np.uint8)
-  noisy, _ = jax.jit(functools.partial(polygon.corrupt_polygon, jitter=0.0, min_vertices=8,
-                                       max_vertices=8))(jax.random.key(3), jnp.asarray(clean))
-  assert 0.85 < dice(noisy, clean) < 1.0
+  corrupt = jax.jit(polygon.corrupt_polygon, static_argnames=('jitter', 'min_vertices',
+                                                              'max_vertices'))
+  noisy, log = corrupt(jax.random.key(3), jnp.asarray(clean), jitter=0.0, min_vertices=8,
+                       max_vertices=8)
+  assert 0.85 < dice(noisy, clean) < 1.0 and int(log['vertices'][0]) == 8
+  noisy, _ = corrupt(jax.random.key(3), jnp.asarray(clean), jitter=0.0, min_vertices=64,
+                     max_vertices=64)
+  assert dice(noisy, clean) > 0.97  # vertices on the contour, outline filled as cv2.fillPoly
+
+
+def test_polygon_vertices_stay_within_the_jittered_bounding_box():
+  clean = np.zeros((96, 96), np.uint8)
+  clean[ellipse_mask((96, 96), (40, 50), (22, 12), 0.8)] = 1
+  clean[80:90, 5:30] = 1
+  corrupt = jax.jit(jax.vmap(functools.partial(polygon.corrupt_polygon, jitter=0.2)))
+  noisy, log = corrupt(jax.random.split(jax.random.key(4), 16),
+                       jnp.asarray(np.repeat(clean[None], 16, 0)))
+  labels, _ = ndimage.label(clean, np.ones((3, 3)))
+  boxes = ndimage.find_objects(labels)
+  allowed = np.zeros(clean.shape, bool)
+  for box in boxes:  # each side may move by 0.2 × the side, plus the outline's half pixel
+    low = [max(0, int(np.floor(b.start - 0.2 * (b.stop - b.start) - 0.5))) for b in box]
+    high = [int(np.ceil(b.stop - 1 + 0.2 * (b.stop - b.start) + 0.5)) + 1 for b in box]
+    allowed[low[0]:high[0], low[1]:high[1]] = True
+  noisy = np.asarray(noisy)
+  assert not (noisy.astype(bool) & ~allowed).any()
+  counts = np.asarray(log['vertices'])[:, :2]
+  assert ((counts >= 4) & (counts <= 8)).all() and len(np.unique(counts)) > 1
+  assert len({n.tobytes() for n in noisy}) == 16
 
 
 def test_mstfal_types_follow_their_definitions():
@@ -482,9 +766,54 @@ def test_coarse_polygon_dice_and_vertex_counts():
   assert records[-1]['type'] == 'empty'
 
 
-def test_coarse_polygon_vertex_count_rule():
-  counts = weak_shapes.vertex_count(jnp.array([0.001, 0.01, 0.02, 0.03, 0.2]), 4, 12)
-  assert counts.tolist() == [12, 9, 6, 5, 4]
+def test_coarse_polygon_is_the_filled_douglas_peucker_polygon():
+  clean = np.zeros((64, 64), np.uint8)
+  clean[ellipse_mask((64, 64), (30, 28), (22, 13), 0.6)] = 2
+  clean[40:44, 2:60] = 2  # a long bar across: a non-convex component
+  noisy, log = jax.jit(functools.partial(weak_shapes.corrupt_coarse_polygon, num_classes=3))(
+      jax.random.key(1), jnp.asarray(clean))
+  noisy = np.asarray(noisy)
+  assert set(np.unique(noisy)) <= {0, 2}
+  assert 4 <= int(log['vertices'][1]) <= 12 and int(log['replaced'][1]) == 1
+  # Rebuild it from the NumPy references: contour, recursive DP with the logged ε, fill.
+  contour = np.array(suzuki_outer_contour(clean == 2))
+  perimeter = polyline_perimeter(contour.astype(float))
+  np.testing.assert_allclose(float(log['perimeter'][1]), perimeter, rtol=1e-5)
+  vertices = contour[recursive_douglas_peucker(contour, np.float32(log['epsilon_px'][1]))]
+  assert len(vertices) == int(log['vertices'][1])
+  inside = np.array([[brute_force_winding((r, c), vertices.astype(float)) for c in range(64)]
+                     for r in range(64)])
+  assert (noisy == 2)[inside].all()
+  assert ((noisy == 2) <= (inside | supercover(vertices.astype(float), (64, 64)))).all()
+  assert dice(noisy == 2, clean == 2) > 0.9
+
+
+def test_kvasir_like_blobs_achieve_the_expected_weak_label_quality():
+  rng = np.random.default_rng(11)
+  masks = np.zeros((8, 128, 128), np.uint8)
+  for mask in masks:
+    smooth = ndimage.gaussian_filter(rng.standard_normal((128, 128)), 12)
+    mask[smooth > np.quantile(smooth, rng.uniform(0.8, 0.92))] = 1
+  _, coarse = generate.apply_noise(masks, np.arange(8), 'coarse_polygon', {}, seed=0)
+  _, poly = generate.apply_noise(masks, np.arange(8), 'polygon', {'alpha': 1.0}, seed=0)
+  coarse_dice = [r['dice'] for r in coarse]
+  poly_dice = [r['dice'] for r in poly]
+  # DP with ε of 1–3 % of the perimeter and ≤ 12 vertices hugs a blob; 4–8 vertices jittered by
+  # up to 20 % of the box side lose much more.
+  assert min(coarse_dice) > 0.85 and np.median(coarse_dice) > 0.9
+  assert 0.5 < np.median(poly_dice) < 0.93 and max(poly_dice) < 0.98
+  assert np.median(poly_dice) < np.median(coarse_dice)
+
+
+def test_packed_skeleton_equals_zhang_suen():
+  rng = np.random.default_rng(12)
+  masks = [ellipse_mask((40, 70), (20, 30), (15, 25), 0.4), rng.random((37, 45)) < 0.6,
+           ndimage.binary_opening(rng.random((33, 64)) < 0.55), np.ones((5, 33), bool),
+           np.zeros((9, 9), bool)]
+  skeleton = jax.jit(scribble.skeletonize_packed)
+  for mask in masks:
+    np.testing.assert_array_equal(skeleton(jnp.asarray(mask)),
+                                  morphology.skeletonize(jnp.asarray(mask)))
 
 
 def test_weak_label_logs_dice():

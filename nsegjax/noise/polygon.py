@@ -3,10 +3,10 @@
 Source: [code: BeileiCui/MS-TFAL] `generate_noise/noisy_type.py`.
 
 'polygon': every connected component of every foreground class becomes a filled polygon with
-n ~ U{min_vertices..max_vertices} vertices on its contour, starting at a random angle, each
-vertex jittered by U(-jitter, jitter) × the component's bounding-box side along that axis
-(`ref_length='bbox'`, as the reference) or × √area (`'sqrt_area'`), clipped to the image.
-Classes are painted in ascending order.
+n ~ U{min_vertices..max_vertices} vertices equally spaced by arc length on its traced outer
+contour, from a random start point, each vertex jittered by U(-jitter, jitter) × the component's
+bounding-box side along that axis (`ref_length='bbox'`) or × √area (`'sqrt_area'`), clipped to
+the image, then filled. Classes are painted in ascending order.
 
 'mstfal': one corruption type per image, ~ `type_probs` over (dilate, erode, polygon, affine),
 applied to every class mask with the same draws (MS-TFAL's "same corruption within a segment";
@@ -18,12 +18,21 @@ still images are segments of length 1):
   1 + max_rescale) about the image centre (as torchvision's RandomAffine), then a translation
   t ~ U(-max_translate, max_translate) × (H, W); nearest-neighbour.
 
+The contour is the one `cv2.findContours(..., CHAIN_APPROX_NONE)` returns (Moore-neighbour
+tracing, `geometry.trace_outer_contours`; traversed clockwise here, counter-clockwise there),
+holes ignored as the reference's `fill_hole`. A component whose contour does not fit the
+static contour buffer (4·(H + W) points per class, far more than any blob needs) is left
+unchanged and counted in the log ('untraced').
+
 Deviations from the reference, documented:
-- Vertices come from `geometry.radial_contour` (rays from the centroid at equal angles) instead
-  of points equally spaced along the traced contour: contour tracing is not jit/vmap-friendly.
-  For convex and star-shaped components the two agree up to the spacing rule.
-- The reference's polygon fill uses integer vertices and OpenCV's scan-line rule; here the
-  vertices are real-valued and pixel centres with a non-zero winding number are filled.
+- The reference takes n contour points at `linspace(0, len - 1, n)` indices from the contour's
+  first point (equal index spacing, no random start) and shifts them by integer
+  randint(±int(0.2 × side)) of the sampled points' bounding box; here, as METHODS' assumed
+  default, the spacing is by arc length from a uniform random start and the real-valued shift
+  uses the component's bounding box.
+- The polygon is filled like `cv2.fillPoly`: pixels whose centre has a non-zero winding number
+  plus every pixel its edges pass through (`geometry.fill_polygons(include_boundary=True)`),
+  with real-valued instead of integer vertices.
 - The reference draws the affine parameters per component (one RandomAffine call per
   component) and the type per class; here one draw per image is shared by all classes and the
   affine map moves the whole class mask, following METHODS' "same corruption" reading.
@@ -81,30 +90,28 @@ MSTFAL_DEFAULTS: dict[str, Any] = {
 def _polygons(min_vertices: int, max_vertices: int, jitter: float, ref_length: str):
   """The `replace` callback of `geometry.replace_components` for jittered contour polygons."""
 
-  def replace(key, ids, moments, selected):
+  def replace(key, ids, moments, selected, contours):
     height, width = ids.shape
     num_slots = selected.shape[0]
 
-    def one(slot, slot_key, centroid, low, high, area):
+    def draw(slot_key, low, high, area):
       key_count, key_start, key_jitter = jax.random.split(slot_key, 3)
       count = jax.random.randint(key_count, (), min_vertices, max_vertices + 1)
-      start = jax.random.uniform(key_start, (), jnp.float32, 0.0, 2 * jnp.pi)
-      angles = geometry.ray_angles(start, count, max_vertices)
-      radii = geometry.radial_contour(ids, slot, centroid, angles)
-      vertices = geometry.polygon_from_radii(centroid, angles, radii)
+      start = jax.random.uniform(key_start, (), jnp.float32)
+      # Vertex j at arc-length fraction start + j / count; slots past `count` are never drawn.
+      fractions = jnp.mod(start + jnp.arange(max_vertices, dtype=jnp.float32) / count, 1.0)
       if ref_length == 'bbox':
         reference = (high - low + 1).astype(jnp.float32)
       else:
         reference = jnp.full((2,), jnp.sqrt(area.astype(jnp.float32)))
       shift = jax.random.uniform(key_jitter, (max_vertices, 2), jnp.float32, -jitter, jitter)
-      vertices = vertices + shift * reference
-      vertices = jnp.clip(vertices, 0.0, jnp.array([height - 1, width - 1], jnp.float32))
-      return geometry.fill_polygon(ids.shape, vertices, count), count
+      return count, fractions, shift * reference
 
-    shapes, counts = jax.vmap(one)(jnp.arange(num_slots), jax.random.split(key, num_slots),
-                                   moments.centroid, moments.bbox_min, moments.bbox_max,
-                                   moments.area)
-    union = jnp.any(shapes & selected[:, None, None], axis=0)
+    counts, fractions, shifts = jax.vmap(draw)(jax.random.split(key, num_slots),
+                                               moments.bbox_min, moments.bbox_max, moments.area)
+    vertices = geometry.resample_contours(contours, fractions) + shifts
+    vertices = jnp.clip(vertices, 0.0, jnp.array([height - 1, width - 1], jnp.float32))
+    union = geometry.fill_polygons(ids.shape, vertices, counts, selected, include_boundary=True)
     return union, {'vertices': jnp.where(selected, counts, 0)}
 
   return replace
@@ -114,7 +121,7 @@ def corrupt_polygon(key: jax.Array, mask: jax.Array, *, min_vertices: int = 4,
                     max_vertices: int = 8, jitter: float = 0.2, ref_length: str = 'bbox',
                     min_area: int = 1, connectivity: int = 8, max_components: int = 16,
                     num_classes: int = 2) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Replaces every component of one label map by a jittered contour polygon.
+  """Replaces every component of one label map by a jittered polygon on its contour.
 
   Args:
     key: per-sample PRNG key.
@@ -124,15 +131,15 @@ def corrupt_polygon(key: jax.Array, mask: jax.Array, *, min_vertices: int = 4,
     num_classes: K including background.
 
   Returns:
-    (noisy mask, log): the `geometry.replace_components` log plus per class 'vertices'
-    (max_components,), the vertex count of each slot (0 where not replaced).
+    (noisy mask, log): the `geometry.replace_components` log (with 'untraced') plus per class
+    'vertices' (max_components,), the vertex count of each slot (0 where not replaced).
   """
   if mask.ndim != 2:
     raise ConfigError(f'{POLYGON}.corrupt expects one (H, W) mask, got shape {mask.shape}')
   return geometry.replace_components(
       key, mask, _polygons(min_vertices, max_vertices, float(jitter), ref_length),
       num_classes=num_classes, connectivity=connectivity, max_components=max_components,
-      min_area=min_area)
+      min_area=min_area, trace_contours=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,6 +274,8 @@ def describe_polygon(log: Mapping[str, np.ndarray], params: Mapping[str, Any]
                      ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
   """('polygon' | 'empty' | 'too_small', settings, per-class entries with vertex counts)."""
   settings = {'jitter': params['jitter'], 'ref_length': params['ref_length']}
+  if params['num_classes'] == 2:  # binary logs drop the class axis: restore it for 'vertices'
+    log = {**log, 'vertices': np.asarray(log['vertices'])[None]}
   classes = geometry.class_entries(log, ('vertices',), POLYGON, settings)
   for entry in classes:
     if 'vertices' in entry['params']:
@@ -299,7 +308,7 @@ def _without_alpha(params: Mapping[str, Any]) -> dict[str, Any]:
 
 POLYGON_PROTOCOL = register(NoiseProtocol(
     name=POLYGON,
-    version=1,
+    version=2,  # 2: vertices by arc length on the traced contour (1: radial), cv2-style fill
     corrupt=lambda key, mask, params: corrupt_polygon(key, mask, **_without_alpha(params)),
     select_noisy=lambda seed, num_samples, params: alpha_subset(seed, num_samples,
                                                                 params['alpha'], POLYGON),
@@ -310,7 +319,7 @@ POLYGON_PROTOCOL = register(NoiseProtocol(
 
 MSTFAL_PROTOCOL = register(NoiseProtocol(
     name=MSTFAL,
-    version=1,
+    version=2,  # 2: polygons as 'polygon' version 2
     corrupt=lambda key, mask, params: corrupt_mstfal(key, mask, **_without_alpha(params)),
     select_noisy=lambda seed, num_samples, params: alpha_subset(seed, num_samples,
                                                                 params['alpha'], MSTFAL),

@@ -6,17 +6,20 @@ with a Euclidean disk of radius r ~ U{r_min..r_max} (inclusive), or edge noise, 
 `edge_fraction` of the edge pixels become centres of filled disks of radius ~ U{1..r_max-1},
 each painted foreground or background with probability 0.5.
 
-All three perturbations are one loop-free operation, so a batch never computes a branch it
-discards: every perturbation is a set of disks (centre, radius, colour) painted over the mask.
-Dilation paints a disk of radius r in foreground on every foreground pixel, erosion one in
-background on every background pixel (and on the ring outside the image, as scipy's
-`binary_erosion(border_value=0)`), edge noise one per chosen edge pixel. `morphology.paint_disks`
-paints them all with two separable passes over a window of the largest radius.
+Dilation and erosion run on bit-packed rows (`morphology.dilate_disk_packed`: the disk as
+horizontal segments of per-row half-widths, erosion as the complement's dilation cleared near the
+border), exactly `binary_dilation` / `binary_erosion` with the disk footprint. Edge noise paints
+its disks with two separable min-plus passes over a window of the largest radius
+(`morphology.paint_disks`). Under vmap a traced type computes both programs, and edge noise
+(three random fields of the image's size and the power transform) costs ~10× the packed disk, so
+`corrupt_selected` draws the types first and runs each group without the other's program.
 
 Choices made here (METHODS leaves them open or they have no cheap exact form):
-- Edge pixels are the inner boundary of the mask (`edge_detector='boundary'`); Canny is not
-  implemented. Each edge pixel is a centre independently with probability `edge_fraction`, so
-  the fraction is exact only in expectation.
+- Edge pixels are the Canny edges of the mask (`edge_detector='canny'`, METHODS' assumed
+  default): `edges.canny_edges` with the reference's `cv2.Canny(255·mask, 64, 200)` rules, a
+  one-pixel closed curve straddling the boundary. `'boundary'` (the inner boundary, all inside
+  the mask) is the cheaper alternative. Each edge pixel is a centre independently with
+  probability `edge_fraction`, so the fraction is exact only in expectation.
 - Where edge disks overlap, a pixel takes the colour of the disk containing it most deeply
   (smallest |x - c|² - r²), instead of the last disk of a random painting order.
 - Subset: with binary masks (METHODS §0: each JSRT structure is its own binary task) the ⌊α·N⌋
@@ -25,6 +28,7 @@ Choices made here (METHODS leaves them open or they have no cheap exact form):
   `corrupt` cannot know the sample index, so the subset is drawn per sample and every class of a
   chosen sample is corrupted (with its own draws).
 """
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -36,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nsegjax.errors import ConfigError
-from nsegjax.noise import morphology
-from nsegjax.noise.abn import _foreground_stack, _paint
-from nsegjax.noise.base import achieved_noise_log, is_int as _is_int, is_number as _is_number
+from nsegjax.noise import edges, morphology
+from nsegjax.noise.abn import _foreground_stack, _paint, packed_noise_log
+from nsegjax.noise.base import is_int as _is_int, is_number as _is_number
 from nsegjax.noise.base import NoiseProtocol, dataset_rng, register
 
 NAME = 'radius'
@@ -49,8 +53,10 @@ IGNORE = 255
 # (r_min, r_max) in pixels at the reference size 256×256.
 STRUCTURE_RADII = {'lung': (20, 30), 'heart': (14, 20), 'clavicle': (5, 10)}
 STRUCTURES = (*STRUCTURE_RADII, 'custom')
-EDGE_DETECTORS = ('boundary',)
+EDGE_DETECTORS = ('canny', 'boundary')
 PAINT_ORDERS = ('ascending', 'descending')
+BRANCHES = ('all', 'disk', 'edge')
+EDGE_CHUNK = 8  # most edge-noise samples per compiled call in `corrupt_selected`
 
 DEFAULT_PARAMS: dict[str, Any] = {
     'alpha': 0.3,  # fraction of corrupted samples, drawn per structure
@@ -59,7 +65,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     'r_max': None,
     'type_probs': (1 / 3, 1 / 3, 1 / 3),  # P(dilate), P(erode), P(edge)
     'edge_fraction': 0.5,  # probability that an edge pixel becomes a disk centre
-    'edge_detector': 'boundary',  # METHODS `edge.detector`; only the inner boundary is implemented
+    'edge_detector': 'canny',  # METHODS `edge.detector`: canny (cv2.Canny rules) | boundary
     'scale_radii': True,  # radii scale with sqrt(H·W) / reference_size
     'reference_size': 256,
     'num_classes': None,  # None: inferred from the clean masks (largest label + 1, at least 2)
@@ -101,24 +107,70 @@ def _draw(key: jax.Array, shape: tuple[int, int], r_low: jax.Array, r_high: jax.
   }
 
 
-def corrupt_binary(fg: jax.Array, draws: Mapping[str, jax.Array], max_radius: int
+def _disk_morphology(fg: jax.Array, kind: jax.Array, radius: jax.Array, max_radius: int
+                     ) -> jax.Array:
+  """Dilation or erosion (by `kind`, traced) with the disk of `radius`; packed bits out.
+
+  Erosion (outside = background, as painting background disks on the background and on the
+  ring outside the image) is the complement's dilation cleared near the border, so one packed
+  dilation serves both kinds.
+  """
+  width = fg.shape[-1]
+  packed = morphology.pack_bits(fg)
+  erode = kind == ERODE
+  seeds = jnp.where(erode, ~packed & jnp.asarray(morphology.valid_bits(width)), packed)
+  grown = morphology.dilate_disk_packed(seeds, radius, max_radius, width)
+  interior = morphology.disk_interior_packed(fg.shape, radius, max_radius)
+  return jnp.where(erode, packed & ~grown & interior, grown)
+
+
+def edge_pixels(fg: jax.Array, detector: str) -> jax.Array:
+  """bool (H, W) edge pixels of a binary mask: Canny ('canny') or the inner boundary."""
+  if detector == 'canny':
+    return edges.canny_edges(fg)
+  return morphology.boundary(fg)
+
+
+def _edge_noise(fg: jax.Array, draws: Mapping[str, jax.Array], max_radius: int, detector: str
+                ) -> tuple[jax.Array, jax.Array]:
+  """Disks of the drawn radii and colours on the chosen edge pixels.
+
+  Returns (packed bits, number of disks). Packing is the only consumer of the power transform,
+  so XLA computes it once instead of fusing it into each consumer of a bool result.
+  """
+  centres = edge_pixels(fg, detector) & draws['centre']
+  # Edge disks have radius < r_max, so a window of max_radius - 1 sees every one that covers
+  # a pixel (a disk farther than its radius along an axis cannot contain it).
+  window = max(max_radius - 1, 1)
+  covered, painted = morphology.paint_disks(jnp.where(centres, draws['disk_radius'], -1),
+                                            draws['colour'], window)
+  return (morphology.pack_bits(jnp.where(covered, painted, fg)),
+          jnp.sum(centres, dtype=jnp.int32))
+
+
+def corrupt_binary(fg: jax.Array, draws: Mapping[str, jax.Array], max_radius: int,
+                   branches: str = 'all', edge_detector: str = DEFAULT_PARAMS['edge_detector']
                    ) -> tuple[jax.Array, jax.Array]:
-  """Applies the drawn perturbation to one binary mask. Returns (mask, number of edge disks)."""
-  padded = jnp.pad(fg, 1, constant_values=False)
-  pad = lambda x: jnp.pad(x, 1, constant_values=False)
-  edge_centres = pad(morphology.boundary(fg) & draws['centre'])
+  """Applies the drawn perturbation to one binary mask. Returns (mask, number of edge disks).
+
+  `branches`: 'all', or 'disk' / 'edge' when the drawn type is known to be dilate-or-erode /
+  edge (see `corrupt_selected`); under vmap every branch of a traced choice is computed, and
+  the edge branch (three random fields of the image's size and a windowed power transform)
+  costs ~10× the packed disk morphology.
+  """
   kind = draws['type']
-  radius = draws['radius']
-  centre_radius = jnp.select(
-      [kind == DILATE, kind == ERODE],
-      [jnp.where(padded, radius, -1), jnp.where(padded, -1, radius)],
-      jnp.where(edge_centres, pad(draws['disk_radius']), -1))
-  colour = jnp.select([kind == DILATE, kind == ERODE],
-                      [jnp.ones_like(padded), jnp.zeros_like(padded)], pad(draws['colour']))
-  covered, painted = morphology.paint_disks(centre_radius, colour, max_radius)
-  noisy = jnp.where(covered, painted, padded)[1:-1, 1:-1]
-  num_disks = jnp.where(kind == EDGE, jnp.sum(edge_centres, dtype=jnp.int32), 0)
+  zero = jnp.int32(0)
+  if branches == 'disk':
+    noisy, num_disks = _disk_morphology(fg, kind, draws['radius'], max_radius), zero
+  elif branches == 'edge':
+    noisy, num_disks = _edge_noise(fg, draws, max_radius, edge_detector)
+  else:
+    edged, count = _edge_noise(fg, draws, max_radius, edge_detector)
+    is_edge = kind == EDGE
+    noisy = jnp.where(is_edge, edged, _disk_morphology(fg, kind, draws['radius'], max_radius))
+    num_disks = jnp.where(is_edge, count, zero)
   empty = ~jnp.any(fg)
+  noisy = morphology.unpack_bits(noisy, fg.shape[-1])
   return jnp.where(empty, fg, noisy), jnp.where(empty, 0, num_disks)
 
 
@@ -137,6 +189,13 @@ def structure_salt(structure: Sequence[str], r_min: Sequence[int], r_max: Sequen
   return zlib.crc32(','.join(names).encode('utf-8')) & 0x7FFFFFFF
 
 
+def _class_keys(key: jax.Array, structure: Sequence[str], r_min: Sequence[int],
+                r_max: Sequence[int]) -> jax.Array:
+  """The per-class draw keys of a sample: salted by the structure(s), folded by class id."""
+  key = jax.random.fold_in(key, structure_salt(structure, r_min, r_max))
+  return jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(1, len(structure) + 1))
+
+
 def corrupt(key: jax.Array, mask: jax.Array, *,
             structure: Sequence[str] = ('lung',), r_min: Sequence[int] = (20,),
             r_max: Sequence[int] = (30,),
@@ -147,6 +206,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
             reference_size: int = DEFAULT_PARAMS['reference_size'],
             num_classes: int = 2,
             paint_order: str = DEFAULT_PARAMS['paint_order'],
+            branches: str = 'all',
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Applies one radius / edge perturbation to every foreground class of one label map.
 
@@ -158,11 +218,13 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
     r_min, r_max: inclusive radius bounds per foreground class, at `reference_size`.
     type_probs: probabilities of dilate, erode, edge.
     edge_fraction: probability that an edge pixel becomes a disk centre.
-    edge_detector: 'boundary' (the only implemented detector).
+    edge_detector: 'canny' (`edges.canny_edges`, OpenCV's rules) or 'boundary' (inner boundary).
     scale_radii: scale the radii by sqrt(H·W) / reference_size.
     reference_size: side the radii are given for.
     num_classes: C including background.
     paint_order: 'ascending' | 'descending' overwrite order where class masks overlap.
+    branches: 'all', or 'disk' / 'edge' when every class is known to get a dilate-or-erode / an
+      edge type (see `corrupt_selected`): the same output, without the other program.
 
   Returns:
     (noisy mask with the dtype of `mask`, log). Per-class entries (scalars when binary, else
@@ -173,6 +235,8 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
   if edge_detector not in EDGE_DETECTORS:
     raise ConfigError(f'radius: unknown edge_detector {edge_detector!r}; valid: '
                       f'{", ".join(EDGE_DETECTORS)}')
+  if branches not in BRANCHES:
+    raise ConfigError(f'radius: unknown branches {branches!r}; valid: {", ".join(BRANCHES)}')
   if mask.ndim != 2:
     raise ConfigError(f'radius.corrupt expects one (H, W) mask, got shape {mask.shape}')
   clean_fg = _foreground_stack(mask, num_classes)
@@ -183,11 +247,10 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
   r_low, r_high = scaled_radii(r_min, r_max, mask.shape, scale_radii, reference_size)
   max_radius = int(r_high.max())
 
-  key = jax.random.fold_in(key, structure_salt(structure, r_min, r_max))
-  class_keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(1, num_fg + 1))
   draws = jax.vmap(lambda k, lo, hi: _draw(k, mask.shape, lo, hi, type_probs, edge_fraction))(
-      class_keys, jnp.asarray(r_low), jnp.asarray(r_high))
-  noisy_fg, num_disks = jax.vmap(lambda fg, d: corrupt_binary(fg, d, max_radius))(clean_fg, draws)
+      _class_keys(key, structure, r_min, r_max), jnp.asarray(r_low), jnp.asarray(r_high))
+  noisy_fg, num_disks = jax.vmap(
+      lambda fg, d: corrupt_binary(fg, d, max_radius, branches, edge_detector))(clean_fg, draws)
 
   valid = mask != IGNORE
   noisy = jnp.where(valid, _paint(noisy_fg, paint_order), IGNORE).astype(mask.dtype)
@@ -198,7 +261,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
       'r_max': jnp.asarray(r_high),
       'num_disks': num_disks,
   }
-  return noisy, achieved_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
+  return noisy, packed_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,7 +346,7 @@ def resolve_params(params: Mapping[str, Any], max_label: int) -> dict[str, Any]:
   resolved['edge_fraction'] = float(fraction)
   if resolved['edge_detector'] not in EDGE_DETECTORS:
     _fail(f'unknown edge_detector {resolved["edge_detector"]!r}; valid: '
-          f'{", ".join(EDGE_DETECTORS)} (Canny is not implemented)')
+          f'{", ".join(EDGE_DETECTORS)}')
   if not isinstance(resolved['scale_radii'], bool):
     _fail(f'scale_radii must be true or false, got {resolved["scale_radii"]!r}')
   if not _is_int(resolved['reference_size']) or resolved['reference_size'] < 1:
@@ -337,6 +400,89 @@ def describe(log: Mapping[str, np.ndarray], params: Mapping[str, Any]
       classes
 
 
+# ------------------------------------------------------------------------------------------------
+# Batched generation grouped by type (an optional fast path for the generator)
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_program(frozen_kwargs: tuple, branches: str):
+  """jit(vmap(corrupt)) over (sample index, mask) from one protocol key, as the generator's."""
+  kwargs = dict(frozen_kwargs)
+
+  def one(base_key, index, mask):
+    return corrupt(jax.random.fold_in(base_key, index), mask, branches=branches, **kwargs)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _type_program(frozen_kwargs: tuple, shape: tuple[int, int]):
+  """jit(vmap) of a binary sample's type draw, exactly as `corrupt` draws it (XLA drops the
+  random fields, which the type does not use)."""
+  kwargs = dict(frozen_kwargs)
+  r_low, r_high = scaled_radii(kwargs['r_min'], kwargs['r_max'], shape, kwargs['scale_radii'],
+                               kwargs['reference_size'])
+
+  def one(base_key, index):
+    class_key = _class_keys(jax.random.fold_in(base_key, index), kwargs['structure'],
+                            kwargs['r_min'], kwargs['r_max'])[0]
+    return _draw(class_key, shape, r_low[0], r_high[0], kwargs['type_probs'],
+                 kwargs['edge_fraction'])['type']
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def corrupt_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
+                     indices: np.ndarray, chunk: int = 16
+                     ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+  """`corrupt` over the given masks, grouped by perturbation type: a faster, bit-identical
+  equivalent of the generator's `vmap(corrupt)` over chunks (`abn.corrupt_selected`'s pattern).
+
+  The type is a pure function of the sample key, so it is drawn first and the dilate / erode
+  samples run without the edge branch's random fields and power transform. With several
+  classes each class draws its own type, and the ungrouped program is used.
+
+  Args:
+    params: resolved 'radius' params (`resolve_params`).
+    seed: the noise seed (keys as `nsegjax.noise.generate.sample_key`).
+    masks: uint8 [N, H, W] masks of the corrupted samples.
+    indices: [N] their sample ids.
+    chunk: samples per compiled call (at most `EDGE_CHUNK` for edge-noise samples).
+
+  Returns:
+    (noisy uint8 [N, H, W], one host-side log dict per mask, in order).
+  """
+  from nsegjax.noise import generate  # pylint: disable=g-import-not-at-top  (it imports us)
+  masks, indices = np.asarray(masks), np.asarray(indices)
+  if len(masks) == 0:
+    return masks.copy(), []
+  frozen = tuple(sorted(corrupt_kwargs(params).items()))
+  with jax.default_device(jax.devices('cpu')[0]):
+    base_key = jax.random.fold_in(jax.random.key(seed), PROTOCOL.id)
+    if params['num_classes'] > 2:
+      return generate.run_chunks(functools.partial(_chunk_program(frozen, 'all'), base_key),
+                                 masks, indices, chunk)
+    types = np.asarray(_type_program(frozen, masks.shape[1:])(base_key,
+                                                             indices.astype(np.uint32)))
+    noisy = np.empty_like(masks)
+    logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
+    # Edge samples run in chunks of at most EDGE_CHUNK: their three (chunk, H, W) random
+    # fields and int16 power maps outgrow the caches (measured ~1.6× faster per mask than 16).
+    for branches, members, size in (('disk', np.flatnonzero(types != EDGE), chunk),
+                                    ('edge', np.flatnonzero(types == EDGE),
+                                     min(chunk, EDGE_CHUNK))):
+      if len(members) == 0:
+        continue
+      group_noisy, group_logs = generate.run_chunks(
+          functools.partial(_chunk_program(frozen, branches), base_key), masks[members],
+          indices[members], size)
+      noisy[members] = group_noisy
+      for position, log in zip(members.tolist(), group_logs):
+        logs[position] = log
+  return noisy, logs
+
+
 PROTOCOL = register(NoiseProtocol(
     name=NAME,
     version=1,
@@ -345,4 +491,5 @@ PROTOCOL = register(NoiseProtocol(
     resolve_params=resolve_params,
     describe=describe,
     default_params=MappingProxyType(DEFAULT_PARAMS),
+    corrupt_selected=corrupt_selected,
 ))

@@ -7,20 +7,23 @@ default (`alpha=1`). Classes are painted in ascending order; ignore pixels are k
 moves outwards by U(-jitter, jitter) × the rectangle's side length along that axis (negative =
 inwards), rounded to whole pixels, clipped to the image and never past the opposite side.
 
-'coarse_polygon': each connected component becomes a filled polygon with a few vertices on its
-outer contour. METHODS asks for Douglas–Peucker with ε ~ U(1%, 3%) of the perimeter, clamped to
-4–12 vertices. Douglas–Peucker is a recursive, data-dependent split of a traced contour, which
-does not jit or vmap; instead the vertex count is derived from ε and the polygon is sampled
-radially (`geometry.radial_contour`, star-shaped approximation):
-- a regular n-gon inscribed in a circle of perimeter P deviates from it by at most
-  R(1 - cos(π/n)) ≈ Rπ²/(2n²) with R = P/(2π); setting that equal to ε = e·P gives
-  n = √(π / (4e)), i.e. about 9 vertices at e = 1% and 5 at e = 3%, clamped to
-  [min_vertices, max_vertices] = [4, 12]. Like Douglas–Peucker on a round contour, the count
-  depends on e only, not on the size.
-- vertices sit at equal angles from a random start angle, on the outer edge of the farthest
-  component pixel along each ray.
-The perimeter (4-neighbour boundary edges × π/4, a digital estimate) and ε in pixels are logged.
-Holes are filled (only the outer contour is used), as the METHODS wording implies.
+'coarse_polygon': each connected component becomes its outer contour simplified by
+Douglas–Peucker, filled, as the usual `cv2.findContours` → `cv2.approxPolyDP` →
+`cv2.fillPoly` recipe:
+- the outer contour is traced pixel by pixel (`geometry.trace_outer_contours`, the contour
+  `cv2.findContours(CHAIN_APPROX_NONE)` returns); holes are ignored, so they are filled;
+- ε ~ U(min_epsilon, max_epsilon) × the contour's perimeter (its polygonal length, as
+  `cv2.arcLength(contour, closed=True)`), drawn per component;
+- Douglas–Peucker as `cv2.approxPolyDP(closed=True)` (split at the first contour point and
+  the point farthest from it, then recursively at the farthest point while it is more than ε
+  from the chord), computed greedily with a vertex budget (`geometry.douglas_peucker`): the
+  vertex count is clamped to [min_vertices, max_vertices] = [4, 12] by stopping at 12 splits
+  or splitting on below ε until there are 4. A contour with fewer than 4 points (a component
+  of one to three pixels) keeps all its points;
+- filled like `cv2.fillPoly`: non-zero winding plus every pixel the edges pass through.
+A component whose contour does not fit the static contour buffer (4·(H + W) points per class)
+is left unchanged and counted in the log ('untraced'). The perimeter and ε (px) of each
+class's largest component are logged.
 """
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -114,53 +117,22 @@ def corrupt_box(key: jax.Array, mask: jax.Array, *, jitter: float = 0.05, min_ar
 # ------------------------------------------------------------------------------------------------
 
 
-def perimeters(ids: jax.Array, num_slots: int) -> jax.Array:
-  """(K,) digital perimeter of each slot: 4-neighbour boundary edges × π/4.
-
-  Counting exposed pixel edges overestimates a smooth curve's length by 4/π on average over
-  orientations; the factor corrects that.
-  """
-  padded = jnp.pad(ids, 1, constant_values=-1)
-  height, width = ids.shape
-  exposed = jnp.zeros(ids.shape, jnp.int32)
-  for d_row, d_col in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-    neighbour = padded[1 + d_row:1 + d_row + height, 1 + d_col:1 + d_col + width]
-    exposed = exposed + (neighbour != ids).astype(jnp.int32)
-  segments = jnp.where(ids >= 0, ids, num_slots).ravel()
-  edges = jax.ops.segment_sum(exposed.ravel(), segments, num_slots + 1)[:num_slots]
-  return edges.astype(jnp.float32) * (jnp.pi / 4)
-
-
-def vertex_count(epsilon_fraction: jax.Array, min_vertices: int, max_vertices: int
-                 ) -> jax.Array:
-  """n = round(√(π / (4e))), clamped: the regular n-gon whose deviation from a circle is e·P."""
-  count = jnp.round(jnp.sqrt(jnp.pi / (4 * epsilon_fraction)))
-  return jnp.clip(count, min_vertices, max_vertices).astype(jnp.int32)
-
-
 def _coarse_polygons(min_epsilon: float, max_epsilon: float, min_vertices: int,
                      max_vertices: int):
+  """The `replace` callback of `geometry.replace_components` for Douglas–Peucker polygons."""
 
-  def replace(key, ids, moments, selected):
+  def replace(key, ids, moments, selected, contours):
+    del moments
     num_slots = selected.shape[0]
-    perimeter = perimeters(ids, num_slots)
-
-    def one(slot, slot_key, centroid):
-      key_epsilon, key_start = jax.random.split(slot_key)
-      fraction = jax.random.uniform(key_epsilon, (), jnp.float32, min_epsilon, max_epsilon)
-      count = vertex_count(fraction, min_vertices, max_vertices)
-      start = jax.random.uniform(key_start, (), jnp.float32, 0.0, 2 * jnp.pi)
-      angles = geometry.ray_angles(start, count, max_vertices)
-      radii = geometry.radial_contour(ids, slot, centroid, angles)
-      vertices = geometry.polygon_from_radii(centroid, angles, radii)
-      return geometry.fill_polygon(ids.shape, vertices, count), count, fraction
-
-    shapes, counts, fractions = jax.vmap(one)(jnp.arange(num_slots),
-                                              jax.random.split(key, num_slots),
-                                              moments.centroid)
-    union = jnp.any(shapes & selected[:, None, None], axis=0)
-    return union, {'vertices': jnp.where(selected, counts, 0)[0],
-                   'epsilon_px': (fractions * perimeter)[0], 'perimeter': perimeter[0]}
+    fractions = jax.random.uniform(key, (num_slots,), jnp.float32, min_epsilon, max_epsilon)
+    perimeter = geometry.contour_perimeters(contours)
+    epsilon = fractions * perimeter
+    kept, counts = geometry.douglas_peucker(contours, epsilon, min_vertices, max_vertices)
+    vertices = geometry.gather_vertices(contours, kept, max_vertices)
+    union = geometry.fill_polygons(ids.shape, vertices, counts, selected, include_boundary=True)
+    # The largest component's figures (slot 0); the describe step keeps them per class.
+    return union, {'vertices': jnp.where(selected, counts, 0)[0], 'epsilon_px': epsilon[0],
+                   'perimeter': perimeter[0]}
 
   return replace
 
@@ -173,8 +145,8 @@ def corrupt_coarse_polygon(key: jax.Array, mask: jax.Array, *, min_epsilon: floa
   """Coarse-polygon weak label of one label map.
 
   Returns:
-    (weak mask, log): the `geometry.replace_components` log plus, for the largest component of
-    each class, 'vertices', 'epsilon_px' and 'perimeter' (px).
+    (weak mask, log): the `geometry.replace_components` log (with 'untraced') plus, for the
+    largest component of each class, 'vertices', 'epsilon_px' and 'perimeter' (px).
   """
   if mask.ndim != 2:
     raise ConfigError(f'{COARSE_POLYGON}.corrupt expects one (H, W) mask, got shape '
@@ -183,7 +155,7 @@ def corrupt_coarse_polygon(key: jax.Array, mask: jax.Array, *, min_epsilon: floa
       key, mask, _coarse_polygons(float(min_epsilon), float(max_epsilon), min_vertices,
                                   max_vertices),
       num_classes=num_classes, connectivity=connectivity, max_components=max_components,
-      min_area=min_area)
+      min_area=min_area, trace_contours=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,7 +215,7 @@ BOX_PROTOCOL = register(NoiseProtocol(
 
 COARSE_POLYGON_PROTOCOL = register(NoiseProtocol(
     name=COARSE_POLYGON,
-    version=1,
+    version=2,  # 2: Douglas–Peucker on the traced contour (1: radial n-gon), cv2-style fill
     corrupt=lambda key, mask, params: corrupt_coarse_polygon(key, mask,
                                                              **_without_alpha(params)),
     select_noisy=lambda seed, num_samples, params: alpha_subset(seed, num_samples,
