@@ -8,8 +8,10 @@ column per protocol (default: every registered protocol except 'none') with its 
 the image. Each protocol runs with its default params, merged with config.noise.params for the
 configured protocol only, and α forced to 1 so every row shows the protocol's effect. The keys
 are the training ones (`generate.apply_noise` with the samples' indices and the split size), so
-what is drawn is what training gets. Weak-label outputs mark unknown pixels 255: those are left
-uncoloured; pixels ignored in the clean mask are washed out.
+what is drawn is what training gets. Sparse weak labels (scribbles: unknown pixels 255) are drawn
+opaque, labelled foreground in its class colour and labelled background in cyan, the strokes
+thickened by one pixel for display; unknown pixels are left uncoloured. Pixels ignored in the
+clean mask are washed out.
 """
 import os
 import sys
@@ -37,10 +39,29 @@ def display_params(config, entry) -> dict:
   return params
 
 
-def noisy_for_display(clean, noisy):
-  """Unknown pixels (255 where the clean mask has a label) become background: uncoloured."""
+SCRIBBLE_BACKGROUND = (0.0, 0.85, 1.0)  # labelled background of a sparse label: cyan
+
+
+def draw_sparse(image, clean, noisy, colours, thicken: int = 1):
+  """A sparse weak label (unknown pixels 255 where the clean mask has a label) over the image:
+  each labelled class opaque in its colour, labelled background in cyan, unknown pixels left
+  as they are. Strokes one to three pixels wide vanish when a 256-pixel panel is drawn at two
+  inches, so they are thickened by `thicken` pixels for display only."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  return np.where((noisy == IGNORE) & (clean != IGNORE), 0, noisy)
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  out = image.copy()
+  grow = (lambda m: ndimage.binary_dilation(m, iterations=thicken)) if thicken else (lambda m: m)
+  labelled = (noisy != IGNORE) & (clean != IGNORE)
+  out[grow(labelled & (noisy == 0))] = SCRIBBLE_BACKGROUND
+  for c in range(1, len(colours)):
+    out[grow(labelled & (noisy == c))] = colours[c]
+  return out
+
+
+def is_sparse(clean, noisy) -> bool:
+  """Whether a weak label leaves labelled pixels of the clean mask unknown (255)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return bool(np.any((noisy == IGNORE) & (clean != IGNORE)))
 
 
 def make_gallery(config, protocols, num: int, out: str) -> str:
@@ -65,14 +86,18 @@ def make_gallery(config, protocols, num: int, out: str) -> str:
   for entry in entries:
     noisy, _ = generate.apply_noise(masks, indices, entry.name, display_params(config, entry),
                                     int(config.noise.seed), num_samples=len(source))
-    columns.append((entry.name, noisy_for_display(masks, noisy)))
+    columns.append((entry.name, noisy))
 
   fig = Figure(figsize=(2.2 * len(columns), 2.2 * max(num, 1)))
   axes = fig.subplots(max(num, 1), len(columns), squeeze=False)
   for row in range(num):
     for col, (title, labels) in enumerate(columns):
       ax = axes[row, col]
-      ax.imshow(plots.overlay_mask(images[row], labels[row], colours), interpolation='nearest')
+      if col > 0 and is_sparse(masks[row], labels[row]):
+        shown = draw_sparse(images[row], masks[row], labels[row], colours)
+      else:
+        shown = plots.overlay_mask(images[row], labels[row], colours)
+      ax.imshow(shown, interpolation='nearest')
       ax.set_xticks([])
       ax.set_yticks([])
       if row == 0:

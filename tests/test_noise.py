@@ -290,6 +290,21 @@ def test_log_metrics_agree_with_host_recomputation(corrupted64):
   np.testing.assert_allclose(log['rho_fg_all'], log['rho_fg'], rtol=1e-6)
 
 
+def test_dice_on_labelled_pixels_by_hand():
+  # A scribble-like weak label: 255 = unlabelled. Clean: 4 foreground pixels of 8 valid ones
+  # (the last pixel is ignore in the clean mask too).
+  clean = np.array([[[1, 1, 1, 1, 0, 0, 0, 0, 255]]], np.uint8)
+  noisy = np.array([[[1, 255, 255, 1, 0, 255, 1, 255, 255]]], np.uint8)
+  metrics = generate.label_noise_metrics(clean, noisy, num_classes=2)
+  # Labelled in both: positions 0, 3, 4, 6 → clean fg {0, 3}, noisy fg {0, 3, 6}.
+  assert metrics['known_fraction'][0] == pytest.approx(4 / 8)
+  assert metrics['dice_known'][0] == pytest.approx(2 * 2 / (2 + 3))
+  # The plain Dice counts the unlabelled clean foreground as missed: 2·2 / (4 + 3).
+  assert metrics['dice_all'][0] == pytest.approx(4 / 7)
+  dense = generate.label_noise_metrics(clean, clean, num_classes=2)
+  assert dense['known_fraction'][0] == 1.0 and dense['dice_known'][0] == 1.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Determinism, batching, special pixels
 # ---------------------------------------------------------------------------------------------

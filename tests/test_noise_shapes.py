@@ -701,6 +701,22 @@ def test_mstfal_types_follow_their_definitions():
   assert (np.abs(log['translate']) <= 0.2 * 40).all()
 
 
+def test_mstfal_grouped_corrupt_selected_equals_generator_path():
+  masks = np.concatenate([MASKS, MASKS[:4]])
+  params = {'alpha': 1.0, 'reference_size': 512}
+  _, resolved = generate.resolve('mstfal', params, masks)
+  indices = np.arange(len(masks))
+  expected, expected_logs = generate._corrupt_selected(  # pylint: disable=protected-access
+      polygon.MSTFAL_PROTOCOL, resolved, 3, masks, indices, 4)
+  got, logs = polygon.mstfal_selected(resolved, 3, masks, indices, chunk=4)
+  np.testing.assert_array_equal(got, expected)
+  assert {int(log['type']) for log in logs} == {0, 1, 2, 3}
+  for log, expected_log in zip(logs, expected_logs):
+    assert log.keys() == expected_log.keys()
+    for name in log:
+      np.testing.assert_array_equal(log[name], expected_log[name])
+
+
 def test_mstfal_default_alpha_is_half():
   chosen = PROTOCOLS.get('mstfal').select_noisy(0, 10, polygon.resolve_mstfal({}, 1))
   assert chosen.sum() == 5

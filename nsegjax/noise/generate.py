@@ -202,9 +202,14 @@ def _pair_counts(num_classes: int):
     truth_bits, pred_bits = morphology.pack_bits(truth), morphology.pack_bits(pred)
     truth_size, pred_size = morphology.popcount(truth_bits), morphology.popcount(pred_bits)
     overlap = morphology.popcount(truth_bits & pred_bits)
+    # Weak labels (scribbles) mark unlabelled pixels 255: "known" = labelled in both.
+    known_bits = morphology.pack_bits(valid & (noisy != IGNORE))
+    truth_known = morphology.popcount(truth_bits & known_bits[:, None])
     return {
         'changed_pix': morphology.popcount(morphology.pack_bits((clean != noisy) & valid)),
         'num_valid': morphology.popcount(morphology.pack_bits(valid)),
+        'num_known': morphology.popcount(known_bits),
+        'truth_known_size': truth_known,
         'changed': truth_size + pred_size - 2 * overlap,  # |truth XOR pred|
         'truth_size': truth_size,
         'overlap': overlap,
@@ -244,6 +249,8 @@ def label_noise_metrics(clean: np.ndarray, noisy: np.ndarray, num_classes: int
   changed, truth_size = stacked('changed', True), stacked('truth_size', True)
   overlap, pred_size = stacked('overlap', True), stacked('pred_size', True)
   changed_pix, num_valid = stacked('changed_pix', False), stacked('num_valid', False)
+  num_known, truth_known = stacked('num_known', False), stacked('truth_known_size', True)
+  # Labelled pixels of ỹ are a subset of the known ones, so overlap and pred_size need no mask.
 
   def ratio(num, den, if_zero):
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -255,6 +262,8 @@ def label_noise_metrics(clean: np.ndarray, noisy: np.ndarray, num_classes: int
       'dice': ratio(2 * overlap, truth_size + pred_size, 1.0),
       'rho_fg_all': ratio(changed.sum(1), truth_size.sum(1), np.nan),
       'dice_all': ratio(2 * overlap.sum(1), truth_size.sum(1) + pred_size.sum(1), 1.0),
+      'known_fraction': ratio(num_known, num_valid, np.nan),
+      'dice_known': ratio(2 * overlap.sum(1), truth_known.sum(1) + pred_size.sum(1), 1.0),
   }
 
 
@@ -298,6 +307,8 @@ def _record(entry: NoiseProtocol, params: dict[str, Any], seed: int, sample_id: 
       'rho_pix': _json_float(metrics['rho_pix']),
       'rho_fg': _json_float(metrics['rho_fg_all']),
       'dice': _json_float(metrics['dice_all']),
+      'known_fraction': _json_float(metrics['known_fraction']),
+      'dice_known': _json_float(metrics['dice_known']),
       'sha1': mask_sha1(noisy_mask) if sha1 is None else sha1,
   }
 
@@ -395,6 +406,9 @@ def summarize_noise_log(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
       'mean_rho_pix': _mean([r['rho_pix'] for r in records]),
       'mean_rho_fg_noisy': _mean([r['rho_fg'] for r in noisy]),
       'mean_dice': _mean([r['dice'] for r in records]),
+      # .get: noise logs written before these fields existed have none.
+      'mean_dice_known': _mean([r.get('dice_known') for r in records]),
+      'mean_known_fraction': _mean([r.get('known_fraction') for r in records]),
       'type_counts': dict(sorted(type_counts.items())),
   }
 

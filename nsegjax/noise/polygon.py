@@ -38,6 +38,7 @@ Deviations from the reference, documented:
   affine map moves the whole class mask, following METHODS' "same corruption" reading.
 - `type_probs` defaults to uniform, as METHODS (the reference also uses 1/4 each).
 """
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -57,6 +58,7 @@ MSTFAL = 'mstfal'
 REF_LENGTHS = ('bbox', 'sqrt_area')
 TYPE_NAMES = ('dilate', 'erode', 'polygon', 'affine')
 DILATE, ERODE, POLY, AFFINE = range(4)
+MSTFAL_BRANCHES = ('all', 'disk', 'polygon', 'affine')
 
 POLYGON_DEFAULTS: dict[str, Any] = {
     'alpha': 0.5,  # fraction of images corrupted (MS-TFAL: half of the videos are noisy)
@@ -175,9 +177,13 @@ def corrupt_mstfal(key: jax.Array, mask: jax.Array, *,
                    max_angle: float = 30.0, max_translate: float = 0.2, max_rescale: float = 0.2,
                    min_vertices: int = 4, max_vertices: int = 8, jitter: float = 0.2,
                    ref_length: str = 'bbox', min_area: int = 1, connectivity: int = 8,
-                   max_components: int = 16, num_classes: int = 2
+                   max_components: int = 16, num_classes: int = 2, branch_group: str = 'all'
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """One MS-TFAL corruption of one label map (the noisy subset is chosen elsewhere).
+
+  `branch_group`: 'all', or 'disk' / 'polygon' / 'affine' when the drawn type is known to be
+  dilate-or-erode / polygon / affine (`mstfal_selected`): the same output without the other
+  types' programs, which under vmap a traced `lax.switch` would all compute.
 
   Returns:
     (noisy mask, log) with 'type' (index into `TYPE_NAMES`), 'radius' (px at this resolution),
@@ -213,7 +219,15 @@ def corrupt_mstfal(key: jax.Array, mask: jax.Array, *,
       per_class(lambda fg: geometry.affine_warp(fg, draws['angle'], draws['scale'],
                                                 draws['translate'], center)),
   )
-  noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in branches], None)
+  if branch_group not in MSTFAL_BRANCHES:
+    raise ConfigError(f'{MSTFAL}: unknown branches {branch_group!r}; valid: '
+                      f'{", ".join(MSTFAL_BRANCHES)}')
+  if branch_group == 'all':
+    noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in branches], None)
+  elif branch_group == 'disk':
+    noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in branches[:2]], None)
+  else:
+    noisy = branches[POLY if branch_group == 'polygon' else AFFINE]()
   empty = ~jnp.any(clean_fg)
   noisy = jnp.where(empty, mask, noisy)
   class_dice = geometry.dice(clean_fg, geometry.class_masks(noisy, num_classes))
@@ -306,6 +320,69 @@ def _without_alpha(params: Mapping[str, Any]) -> dict[str, Any]:
   return {name: value for name, value in params.items() if name != 'alpha'}
 
 
+# ------------------------------------------------------------------------------------------------
+# Batched MS-TFAL grouped by type (the generator's fast path, as `radius.corrupt_selected`)
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _mstfal_program(frozen_kwargs: tuple, branch_group: str):
+  """jit(vmap(corrupt_mstfal)) over (sample index, mask) from one protocol key."""
+  kwargs = dict(frozen_kwargs)
+
+  def one(base_key, index, mask):
+    return corrupt_mstfal(jax.random.fold_in(base_key, index), mask, branch_group=branch_group,
+                          **kwargs)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _mstfal_type_program(frozen_kwargs: tuple, shape: tuple[int, int]):
+  """jit(vmap) of a sample's type, drawn exactly as `corrupt_mstfal` draws it."""
+  kwargs = dict(frozen_kwargs)
+  scale = radius_scale(shape, kwargs['reference_size'])
+
+  def one(base_key, index):
+    key_draw, _ = jax.random.split(jax.random.fold_in(base_key, index))
+    return _draw(key_draw, shape, kwargs['type_probs'], kwargs['min_radius'],
+                 kwargs['max_radius'], scale, kwargs['max_angle'], kwargs['max_translate'],
+                 kwargs['max_rescale'])['type']
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def mstfal_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
+                    indices: np.ndarray, chunk: int = 16
+                    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+  """`corrupt_mstfal` over the given masks, the types drawn first and each group run without
+  the other types' programs: bit-identical to the generator's `vmap(corrupt)`, and the disk
+  samples no longer pay for contour tracing."""
+  from nsegjax.noise import generate  # pylint: disable=g-import-not-at-top  (it imports us)
+  masks, indices = np.asarray(masks), np.asarray(indices)
+  if len(masks) == 0:
+    return masks.copy(), []
+  frozen = tuple(sorted(_without_alpha(params).items()))
+  with jax.default_device(jax.devices('cpu')[0]):
+    base_key = jax.random.fold_in(jax.random.key(seed), MSTFAL_PROTOCOL.id)
+    types = np.asarray(_mstfal_type_program(frozen, masks.shape[1:])(
+        base_key, indices.astype(np.uint32)))
+    noisy = np.empty_like(masks)
+    logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
+    for group, members in (('disk', np.flatnonzero(types <= ERODE)),
+                           ('polygon', np.flatnonzero(types == POLY)),
+                           ('affine', np.flatnonzero(types == AFFINE))):
+      if len(members) == 0:
+        continue
+      group_noisy, group_logs = generate.run_chunks(
+          functools.partial(_mstfal_program(frozen, group), base_key), masks[members],
+          indices[members], chunk)
+      noisy[members] = group_noisy
+      for position, log in zip(members.tolist(), group_logs):
+        logs[position] = log
+  return noisy, logs
+
+
 POLYGON_PROTOCOL = register(NoiseProtocol(
     name=POLYGON,
     version=2,  # 2: vertices by arc length on the traced contour (1: radial), cv2-style fill
@@ -326,4 +403,5 @@ MSTFAL_PROTOCOL = register(NoiseProtocol(
     resolve_params=resolve_mstfal,
     describe=describe_mstfal,
     default_params=MappingProxyType(MSTFAL_DEFAULTS),
+    corrupt_selected=mstfal_selected,
 ))
