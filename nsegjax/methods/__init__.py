@@ -1,11 +1,12 @@
 """Noisy-label methods, one file each, found by name: `create_method(config)`."""
 from nsegjax.methods.base import LossAux, Method
+from nsegjax.methods.des import DES
 from nsegjax.methods.jcas import JCAS
 from nsegjax.methods.supervised import CENoisy, Clean
 from nsegjax.registry import Registry
 
 METHODS = Registry('method')
-for _cls in (CENoisy, Clean, JCAS):
+for _cls in (CENoisy, Clean, JCAS, DES):
   METHODS.register(_cls.name)(_cls)
 
 

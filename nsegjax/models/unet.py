@@ -36,7 +36,11 @@ class UNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False, heads: bool = False):
+  def __call__(self, x, train: bool = False, heads: bool = False,
+               dropout_on: bool | None = None):
+    """`dropout_on` (default: `train`) lets Monte-Carlo dropout run with BatchNorm in eval mode
+    (DES's uncertainty passes)."""
+    deterministic = not (train if dropout_on is None else dropout_on)
     if any(s % 2**self.depth for s in x.shape[1:3]):
       raise ValueError(f'U-Net of depth {self.depth} needs H and W divisible by '
                        f'{2**self.depth}, got {x.shape[1:3]}')
@@ -47,14 +51,14 @@ class UNet(nn.Module):
       skips.append(x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = ConvBlock(self.base_width * 2**self.depth, self.dtype)(x, train)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
     for level in reversed(range(self.depth)):
       width = self.base_width * 2**level
       x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
       x = jnp.concatenate([skips[level], x], axis=-1)
       x = ConvBlock(width, self.dtype)(x, train)
     features = x
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x).astype(jnp.float32)
     if heads and self.embedding_dim <= 0:
       raise ValueError('U-Net heads=True needs model.embedding_dim > 0')
