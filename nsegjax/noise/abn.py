@@ -750,17 +750,6 @@ def describe(log: Mapping[str, np.ndarray], params: Mapping[str, Any]
 
 
 @functools.lru_cache(maxsize=16)
-def _chunk_program(frozen_kwargs: tuple, branches: str):
-  """jit(vmap(corrupt)) over (sample index, mask) from one protocol key, as the generator's."""
-  kwargs = dict(frozen_kwargs)
-
-  def one(base_key, index, mask):
-    return corrupt(jax.random.fold_in(base_key, index), mask, branches=branches, **kwargs)
-
-  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
-
-
-@functools.lru_cache(maxsize=16)
 def _type_program(type_probs: tuple[float, ...], max_angle: float, num_directions: int):
   """jit(vmap) of the image-level type draw, exactly as `corrupt` draws it."""
 
@@ -802,26 +791,16 @@ def corrupt_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
   frozen = tuple(sorted(kwargs.items()))
   with jax.default_device(jax.devices('cpu')[0]):
     base_key = jax.random.fold_in(jax.random.key(seed), PROTOCOL.id)
-    per_class = kwargs['type_per'] == 'class' and kwargs['num_classes'] > 2
-    if per_class:
-      return generate.run_chunks(functools.partial(_chunk_program(frozen, 'all'), base_key),
-                                 masks, indices, chunk)
-    num_directions = len(DIRECTIONS[kwargs['directions']])
-    draw_types = _type_program(tuple(kwargs['type_probs']), kwargs['max_angle'], num_directions)
-    types = np.asarray(draw_types(base_key, indices.astype(np.uint32)))
-    noisy = np.empty_like(masks)
-    logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
-    for branches, members in (('morph', np.flatnonzero(types != AFFINE)),
-                              ('affine', np.flatnonzero(types == AFFINE))):
-      if len(members) == 0:
-        continue
-      group_noisy, group_logs = generate.run_chunks(
-          functools.partial(_chunk_program(frozen, branches), base_key), masks[members],
-          indices[members], chunk)
-      noisy[members] = group_noisy
-      for position, log in zip(members.tolist(), group_logs):
-        logs[position] = log
-  return noisy, logs
+    if kwargs['type_per'] == 'class' and kwargs['num_classes'] > 2:
+      groups = [({'branches': 'all'}, np.arange(len(masks)), chunk)]
+    else:
+      num_directions = len(DIRECTIONS[kwargs['directions']])
+      draw_types = _type_program(tuple(kwargs['type_probs']), kwargs['max_angle'],
+                                 num_directions)
+      types = np.asarray(draw_types(base_key, indices.astype(np.uint32)))
+      groups = [({'branches': 'morph'}, np.flatnonzero(types != AFFINE), chunk),
+                ({'branches': 'affine'}, np.flatnonzero(types == AFFINE), chunk)]
+    return generate.run_grouped(corrupt, frozen, base_key, masks, indices, groups)
 
 
 PROTOCOL = register(NoiseProtocol(

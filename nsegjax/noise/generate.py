@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,40 @@ def run_chunks(program, masks: np.ndarray, indices: np.ndarray, chunk: int
     out, log = jax.device_get(program(batch_indices, batch))
     noisy[start:stop] = out[:stop - start]
     logs.extend({name: value[j] for name, value in log.items()} for j in range(stop - start))
+  return noisy, logs
+
+
+@functools.lru_cache(maxsize=32)
+def vmapped_program(corrupt: Callable[..., Any], frozen_kwargs: tuple):
+  """jit(vmap) over (sample index, mask) of corrupt(fold_in(base_key, index), mask, **kwargs):
+  the generator's program for a protocol function with static keyword arguments."""
+  kwargs = dict(frozen_kwargs)
+
+  def one(base_key, index, mask):
+    return corrupt(jax.random.fold_in(base_key, index), mask, **kwargs)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
+
+
+def run_grouped(corrupt: Callable[..., Any], frozen_kwargs: tuple, base_key: jax.Array,
+                masks: np.ndarray, indices: np.ndarray,
+                groups: Sequence[tuple[dict[str, Any], np.ndarray, int]]
+                ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+  """Runs each group of samples (extra static kwargs, member positions, chunk) through its own
+  `vmapped_program`, for protocols that draw a sample's type first so that a group skips the
+  programs of the other types (`abn`, `radius`, `mstfal`). Same outputs as one program for all.
+  """
+  noisy = np.empty_like(masks)
+  logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
+  for extra, members, chunk in groups:
+    if len(members) == 0:
+      continue
+    program = vmapped_program(corrupt, frozen_kwargs + tuple(sorted(extra.items())))
+    group_noisy, group_logs = run_chunks(functools.partial(program, base_key), masks[members],
+                                         indices[members], chunk)
+    noisy[members] = group_noisy
+    for position, log in zip(members.tolist(), group_logs):
+      logs[position] = log
   return noisy, logs
 
 

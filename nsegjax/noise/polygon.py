@@ -326,18 +326,6 @@ def _without_alpha(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=16)
-def _mstfal_program(frozen_kwargs: tuple, branch_group: str):
-  """jit(vmap(corrupt_mstfal)) over (sample index, mask) from one protocol key."""
-  kwargs = dict(frozen_kwargs)
-
-  def one(base_key, index, mask):
-    return corrupt_mstfal(jax.random.fold_in(base_key, index), mask, branch_group=branch_group,
-                          **kwargs)
-
-  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
-
-
-@functools.lru_cache(maxsize=16)
 def _mstfal_type_program(frozen_kwargs: tuple, shape: tuple[int, int]):
   """jit(vmap) of a sample's type, drawn exactly as `corrupt_mstfal` draws it."""
   kwargs = dict(frozen_kwargs)
@@ -367,20 +355,10 @@ def mstfal_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
     base_key = jax.random.fold_in(jax.random.key(seed), MSTFAL_PROTOCOL.id)
     types = np.asarray(_mstfal_type_program(frozen, masks.shape[1:])(
         base_key, indices.astype(np.uint32)))
-    noisy = np.empty_like(masks)
-    logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
-    for group, members in (('disk', np.flatnonzero(types <= ERODE)),
-                           ('polygon', np.flatnonzero(types == POLY)),
-                           ('affine', np.flatnonzero(types == AFFINE))):
-      if len(members) == 0:
-        continue
-      group_noisy, group_logs = generate.run_chunks(
-          functools.partial(_mstfal_program(frozen, group), base_key), masks[members],
-          indices[members], chunk)
-      noisy[members] = group_noisy
-      for position, log in zip(members.tolist(), group_logs):
-        logs[position] = log
-  return noisy, logs
+    groups = [({'branch_group': 'disk'}, np.flatnonzero(types <= ERODE), chunk),
+              ({'branch_group': 'polygon'}, np.flatnonzero(types == POLY), chunk),
+              ({'branch_group': 'affine'}, np.flatnonzero(types == AFFINE), chunk)]
+    return generate.run_grouped(corrupt_mstfal, frozen, base_key, masks, indices, groups)
 
 
 POLYGON_PROTOCOL = register(NoiseProtocol(

@@ -406,17 +406,6 @@ def describe(log: Mapping[str, np.ndarray], params: Mapping[str, Any]
 
 
 @functools.lru_cache(maxsize=16)
-def _chunk_program(frozen_kwargs: tuple, branches: str):
-  """jit(vmap(corrupt)) over (sample index, mask) from one protocol key, as the generator's."""
-  kwargs = dict(frozen_kwargs)
-
-  def one(base_key, index, mask):
-    return corrupt(jax.random.fold_in(base_key, index), mask, branches=branches, **kwargs)
-
-  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
-
-
-@functools.lru_cache(maxsize=16)
 def _type_program(frozen_kwargs: tuple, shape: tuple[int, int]):
   """jit(vmap) of a binary sample's type draw, exactly as `corrupt` draws it (XLA drops the
   random fields, which the type does not use)."""
@@ -461,26 +450,15 @@ def corrupt_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
   with jax.default_device(jax.devices('cpu')[0]):
     base_key = jax.random.fold_in(jax.random.key(seed), PROTOCOL.id)
     if params['num_classes'] > 2:
-      return generate.run_chunks(functools.partial(_chunk_program(frozen, 'all'), base_key),
-                                 masks, indices, chunk)
-    types = np.asarray(_type_program(frozen, masks.shape[1:])(base_key,
-                                                             indices.astype(np.uint32)))
-    noisy = np.empty_like(masks)
-    logs: list[dict[str, np.ndarray] | None] = [None] * len(masks)
-    # Edge samples run in chunks of at most EDGE_CHUNK: their three (chunk, H, W) random
-    # fields and int16 power maps outgrow the caches (measured ~1.6× faster per mask than 16).
-    for branches, members, size in (('disk', np.flatnonzero(types != EDGE), chunk),
-                                    ('edge', np.flatnonzero(types == EDGE),
-                                     min(chunk, EDGE_CHUNK))):
-      if len(members) == 0:
-        continue
-      group_noisy, group_logs = generate.run_chunks(
-          functools.partial(_chunk_program(frozen, branches), base_key), masks[members],
-          indices[members], size)
-      noisy[members] = group_noisy
-      for position, log in zip(members.tolist(), group_logs):
-        logs[position] = log
-  return noisy, logs
+      groups = [({'branches': 'all'}, np.arange(len(masks)), chunk)]
+    else:
+      types = np.asarray(_type_program(frozen, masks.shape[1:])(base_key,
+                                                               indices.astype(np.uint32)))
+      # Edge samples run in chunks of at most EDGE_CHUNK: their three (chunk, H, W) random
+      # fields and int16 power maps outgrow the caches (measured ~1.6× faster per mask than 16).
+      groups = [({'branches': 'disk'}, np.flatnonzero(types != EDGE), chunk),
+                ({'branches': 'edge'}, np.flatnonzero(types == EDGE), min(chunk, EDGE_CHUNK))]
+    return generate.run_grouped(corrupt, frozen, base_key, masks, indices, groups)
 
 
 PROTOCOL = register(NoiseProtocol(
