@@ -177,11 +177,11 @@ def corrupt_mstfal(key: jax.Array, mask: jax.Array, *,
                    max_angle: float = 30.0, max_translate: float = 0.2, max_rescale: float = 0.2,
                    min_vertices: int = 4, max_vertices: int = 8, jitter: float = 0.2,
                    ref_length: str = 'bbox', min_area: int = 1, connectivity: int = 8,
-                   max_components: int = 16, num_classes: int = 2, branch_group: str = 'all'
+                   max_components: int = 16, num_classes: int = 2, branches: str = 'all'
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """One MS-TFAL corruption of one label map (the noisy subset is chosen elsewhere).
 
-  `branch_group`: 'all', or 'disk' / 'polygon' / 'affine' when the drawn type is known to be
+  `branches`: 'all', or 'disk' / 'polygon' / 'affine' when the drawn type is known to be
   dilate-or-erode / polygon / affine (`mstfal_selected`): the same output without the other
   types' programs, which under vmap a traced `lax.switch` would all compute.
 
@@ -212,22 +212,22 @@ def corrupt_mstfal(key: jax.Array, mask: jax.Array, *,
                                max_components=max_components, num_classes=num_classes)
     return noisy
 
-  branches = (
+  programs = (
       per_class(lambda fg: geometry.dilate_disk(fg, draws['radius'], reach)),
       per_class(lambda fg: geometry.erode_disk(fg, draws['radius'], reach)),
       polygon,
       per_class(lambda fg: geometry.affine_warp(fg, draws['angle'], draws['scale'],
                                                 draws['translate'], center)),
   )
-  if branch_group not in MSTFAL_BRANCHES:
-    raise ConfigError(f'{MSTFAL}: unknown branches {branch_group!r}; valid: '
+  if branches not in MSTFAL_BRANCHES:
+    raise ConfigError(f'{MSTFAL}: unknown branches {branches!r}; valid: '
                       f'{", ".join(MSTFAL_BRANCHES)}')
-  if branch_group == 'all':
-    noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in branches], None)
-  elif branch_group == 'disk':
-    noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in branches[:2]], None)
+  if branches == 'all':
+    noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in programs], None)
+  elif branches == 'disk':
+    noisy = lax.switch(draws['type'], [lambda _, b=b: b() for b in programs[:2]], None)
   else:
-    noisy = branches[POLY if branch_group == 'polygon' else AFFINE]()
+    noisy = programs[POLY if branches == 'polygon' else AFFINE]()
   empty = ~jnp.any(clean_fg)
   noisy = jnp.where(empty, mask, noisy)
   class_dice = geometry.dice(clean_fg, geometry.class_masks(noisy, num_classes))
@@ -355,9 +355,9 @@ def mstfal_selected(params: Mapping[str, Any], seed: int, masks: np.ndarray,
     base_key = jax.random.fold_in(jax.random.key(seed), MSTFAL_PROTOCOL.id)
     types = np.asarray(_mstfal_type_program(frozen, masks.shape[1:])(
         base_key, indices.astype(np.uint32)))
-    groups = [({'branch_group': 'disk'}, np.flatnonzero(types <= ERODE), chunk),
-              ({'branch_group': 'polygon'}, np.flatnonzero(types == POLY), chunk),
-              ({'branch_group': 'affine'}, np.flatnonzero(types == AFFINE), chunk)]
+    groups = [({'branches': 'disk'}, np.flatnonzero(types <= ERODE), chunk),
+              ({'branches': 'polygon'}, np.flatnonzero(types == POLY), chunk),
+              ({'branches': 'affine'}, np.flatnonzero(types == AFFINE), chunk)]
     return generate.run_grouped(corrupt_mstfal, frozen, base_key, masks, indices, groups)
 
 
