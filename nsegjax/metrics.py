@@ -1,4 +1,4 @@
-"""Host-side segmentation metrics on integer label maps (METHODS.md §5.1, §5.2).
+"""Host-side segmentation and noise-identification metrics (METHODS.md §5.1–§5.3).
 
 Everything here runs in numpy/scipy on argmax predictions at label resolution, after the
 device step; nothing is traced by JAX.
@@ -8,6 +8,9 @@ device step; nothing is traced by JAX.
 - Surface distances: S(M) = M ∧ ¬erode(M) with the face-connected (4 in 2-D, 6 in 3-D) element,
   distances from the Euclidean distance transform, HD95 (MedPy 'concat' convention or
   'max_of_directed') and ASSD; empty masks follow `metrics.empty_surface` ('nan', 'diagonal').
+- Noise identification against the noise log: sample-level accuracy / precision / recall / F1 /
+  AUROC, pixel-level precision / recall (micro and per image), revised-label Dice and error
+  reduction.
 - `SegmentationMetrics` accumulates batches and returns a JSON-serialisable summary with
   per-class means, means over the evaluated classes and per-image lists for significance tests.
 """
@@ -15,7 +18,7 @@ import math
 from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from nsegjax.errors import ConfigError
 
@@ -251,6 +254,88 @@ def assd(pred_mask: np.ndarray, gt_mask: np.ndarray,
          spacing: Optional[Sequence[float]] = None, empty_surface: str = 'nan') -> float:
   """ASSD = ½(mean S_P→S_G + mean S_G→S_P); see `surface_distances`."""
   return surface_distances(pred_mask, gt_mask, spacing, 'concat', empty_surface).assd
+
+
+# ----------------------------------------------------------------------------------------------
+# Noise identification (§5.3), scored against the noise log
+# ----------------------------------------------------------------------------------------------
+
+
+def _ratio(num, den) -> float:
+  return float(num) / float(den) if den else float('nan')
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+  """Area under the ROC curve of `score` for the `positive` samples (ties count one half):
+  the Mann–Whitney U over n₊·n₋ from tie-averaged ranks. NaN when a class is missing."""
+  score, positive = np.asarray(score, np.float64), np.asarray(positive, bool)
+  num_pos, num_neg = int(positive.sum()), int((~positive).sum())
+  if not num_pos or not num_neg:
+    return float('nan')
+  ranks = stats.rankdata(score)
+  return float((ranks[positive].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg))
+
+
+def sample_identification_scores(flagged: np.ndarray, is_noisy: np.ndarray,
+                                 score: Optional[np.ndarray] = None) -> dict:
+  """Accuracy, precision, recall and F1 of the samples a method flags as noisy against the
+  noise log's `is_noisy`, and the AUROC of its continuous `score` (higher = more likely noisy).
+  All NaN (reported "n/a") where every sample, or none, is noisy: there is nothing to tell
+  apart."""
+  flagged, is_noisy = np.asarray(flagged, bool), np.asarray(is_noisy, bool)
+  if flagged.shape != is_noisy.shape:
+    raise ValueError(f'flagged {flagged.shape} and is_noisy {is_noisy.shape} differ in shape')
+  nan = float('nan')
+  if is_noisy.all() or not is_noisy.any():
+    return {'accuracy': nan, 'precision': nan, 'recall': nan, 'f1': nan, 'auroc': nan,
+            'num_flagged': int(flagged.sum()), 'num_noisy': int(is_noisy.sum())}
+  hits = int((flagged & is_noisy).sum())
+  precision, recall = _ratio(hits, flagged.sum()), _ratio(hits, is_noisy.sum())
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+  return {'accuracy': float((flagged == is_noisy).mean()), 'precision': precision,
+          'recall': recall, 'f1': float(f1),
+          'auroc': auroc(score, is_noisy) if score is not None else nan,
+          'num_flagged': int(flagged.sum()), 'num_noisy': int(is_noisy.sum())}
+
+
+def pixel_identification_scores(detected: np.ndarray, clean: np.ndarray,
+                                noisy: np.ndarray) -> dict:
+  """Precision and recall of detected noisy pixels Ê against E = 1[ỹ ≠ y] on valid pixels
+  ([N, H, W] each), micro-averaged over the set and as the mean of per-image values (images
+  without a detection or without an error are left out of the respective per-image mean)."""
+  valid = np.asarray(clean) != IGNORE_INDEX
+  truth = (np.asarray(noisy) != np.asarray(clean)) & valid
+  detected = np.asarray(detected, bool) & valid
+  axes = tuple(range(1, truth.ndim))
+  hits = (detected & truth).sum(axis=axes)
+  num_detected, num_true = detected.sum(axis=axes), truth.sum(axis=axes)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    per_precision = np.where(num_detected > 0, hits / np.maximum(num_detected, 1), np.nan)
+    per_recall = np.where(num_true > 0, hits / np.maximum(num_true, 1), np.nan)
+  return {'precision': _ratio(hits.sum(), num_detected.sum()),
+          'recall': _ratio(hits.sum(), num_true.sum()),
+          'precision_per_image': float(_nanmean(per_precision)),
+          'recall_per_image': float(_nanmean(per_recall))}
+
+
+def revised_label_quality(revised: np.ndarray, noisy: np.ndarray, clean: np.ndarray,
+                          num_classes: int) -> dict:
+  """Per foreground class, Dice over the whole set of the revised labels ŷ and of the noisy
+  ones ỹ against the clean y (pixels ignored in y excluded; unlabelled pixels of a weak label
+  count as background), and the error reduction
+  1 − (1 − Dice(ŷ, y)) / (1 − Dice(ỹ, y)) (NaN where ỹ was already perfect)."""
+  def set_dice(labels):
+    labels = np.where(labels == IGNORE_INDEX, 0, labels)  # unlabelled (scribbles): not foreground
+    counts = sum_counts(overlap_counts(p, t, num_classes) for p, t in zip(labels, clean))
+    with np.errstate(invalid='ignore', divide='ignore'):
+      dice = 2 * counts.intersection / (counts.pred_size + counts.target_size)
+    return dice[1:]
+
+  after, before = set_dice(np.asarray(revised)), set_dice(np.asarray(noisy))
+  with np.errstate(invalid='ignore', divide='ignore'):
+    reduction = np.where(before < 1, 1 - (1 - after) / (1 - before), np.nan)
+  return {'dice_before': before.tolist(), 'dice_after': after.tolist(),
+          'error_reduction': reduction.tolist()}
 
 
 # ----------------------------------------------------------------------------------------------

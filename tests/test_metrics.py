@@ -330,3 +330,46 @@ def test_overlay_figure_writes_png(tmp_path, channels):
   assert overlay_figure(images, clean, noisy, pred, str(path), max_rows=3) == str(path)
   data = path.read_bytes()
   assert len(data) > 1000 and data[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise identification (§5.3)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sample_identification_scores_by_hand():
+  is_noisy = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+  flagged = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)
+  score = np.array([0.9, 0.8, 0.3, 0.7, 0.3, 0.1, 0.2, 0.0])
+  got = metrics.sample_identification_scores(flagged, is_noisy, score)
+  assert got['accuracy'] == pytest.approx(6 / 8)
+  assert got['precision'] == pytest.approx(2 / 3) and got['recall'] == pytest.approx(2 / 3)
+  assert got['f1'] == pytest.approx(2 / 3)
+  # Pairs (noisy, clean) = 15: noisy 0.9 and 0.8 beat all 5 clean; 0.3 beats 3 and ties 1.
+  assert got['auroc'] == pytest.approx((5 + 5 + 3 + 0.5) / 15)
+  all_noisy = metrics.sample_identification_scores(flagged, np.ones(8, bool), score)
+  assert all(np.isnan(all_noisy[k]) for k in ('accuracy', 'precision', 'recall', 'auroc'))
+
+
+def test_pixel_identification_scores_by_hand():
+  clean = np.array([[[0, 1, 1, 255]], [[0, 0, 1, 1]]], np.uint8)
+  noisy = np.array([[[1, 1, 0, 255]], [[0, 0, 1, 1]]], np.uint8)
+  detected = np.array([[[1, 1, 0, 1]], [[0, 1, 0, 0]]], bool)
+  # Errors: image 0 pixels 0 and 2; detections on valid pixels: (0, 0), (0, 1), (1, 1).
+  got = metrics.pixel_identification_scores(detected, clean, noisy)
+  assert got['precision'] == pytest.approx(1 / 3) and got['recall'] == pytest.approx(1 / 2)
+  assert got['precision_per_image'] == pytest.approx((1 / 2 + 0) / 2)
+  assert got['recall_per_image'] == pytest.approx(1 / 2)  # image 1 has no error: left out
+
+
+def test_revised_label_quality_by_hand():
+  clean = np.array([[[1, 1, 1, 1, 0, 0, 0, 0]]], np.uint8)
+  noisy = np.array([[[1, 1, 0, 0, 0, 0, 0, 0]]], np.uint8)  # Dice 2·2/(2 + 4) = 2/3
+  revised = np.array([[[1, 1, 1, 0, 0, 0, 0, 0]]], np.uint8)  # Dice 2·3/(3 + 4) = 6/7
+  got = metrics.revised_label_quality(revised, noisy, clean, 2)
+  assert got['dice_before'] == pytest.approx([2 / 3])
+  assert got['dice_after'] == pytest.approx([6 / 7])
+  assert got['error_reduction'] == pytest.approx([1 - (1 / 7) / (1 / 3)])
+  scribble = np.array([[[1, 255, 255, 255, 0, 255, 255, 255]]], np.uint8)
+  assert metrics.revised_label_quality(scribble, scribble, clean, 2)['dice_before'] == \
+      pytest.approx([2 * 1 / (1 + 4)])
