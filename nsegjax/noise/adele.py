@@ -34,7 +34,8 @@ from jax import lax
 
 from nsegjax.errors import ConfigError
 from nsegjax.noise import morphology
-from nsegjax.noise.abn import _foreground_stack, _paint, packed_noise_log
+from nsegjax.noise.abn import _foreground_stack, _paint
+from nsegjax.noise.base import achieved_noise_log
 from nsegjax.noise.base import is_int as _is_int, is_number as _is_number
 from nsegjax.noise.base import NoiseProtocol, alpha_subset, register
 
@@ -229,7 +230,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
       'scale': scale,
       'status': status,
   }
-  return noisy, packed_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
+  return noisy, achieved_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -112,13 +112,6 @@ def count_true(mask: jax.Array) -> jax.Array:
   return jnp.sum(jnp.sum(mask, axis=-1, dtype=row_dtype), axis=-1, dtype=jnp.int32)
 
 
-def overlap_counts(clean_fg: jax.Array, noisy_fg: jax.Array
-                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Per-class (changed, |G|, |P ∩ G|, |P|) counts over the trailing two axes."""
-  return (count_true(clean_fg ^ noisy_fg), count_true(clean_fg), count_true(clean_fg & noisy_fg),
-          count_true(noisy_fg))
-
-
 def ratio(num: jax.Array, den: jax.Array, if_zero: float) -> jax.Array:
   num, den = num.astype(jnp.float32), den.astype(jnp.float32)
   return jnp.where(den > 0, num / jnp.maximum(den, 1.0), if_zero)
@@ -127,15 +120,26 @@ def ratio(num: jax.Array, den: jax.Array, if_zero: float) -> jax.Array:
 def achieved_noise_log(mask: jax.Array, noisy: jax.Array, valid: jax.Array, clean_fg: jax.Array,
                        final_fg: jax.Array, per_class: dict) -> dict:
   """The log every protocol ends with: its per-class fields plus ρ_fg and Dice per class, and
-  ρ_pix, ρ_fg and Dice over the whole sample. Binary masks get scalars instead of (1,) arrays."""
-  changed, clean_size, overlap, noisy_size = overlap_counts(clean_fg, final_fg)
+  ρ_pix, ρ_fg and Dice over the whole sample. Binary masks get scalars instead of (1,) arrays.
+
+  The counts come from bit-packed masks: six bool counts were the costliest part of a corrupted
+  sample on CPU (~80 µs at 256², more than the packed morphology itself); packs and population
+  counts take about a third of that. |clean XOR final| = |clean| + |final| - 2·|clean AND final|.
+  """
+  from nsegjax.noise import morphology  # pylint: disable=g-import-not-at-top
+  clean_bits, final_bits = morphology.pack_bits(clean_fg), morphology.pack_bits(final_fg)
+  clean_size, noisy_size = morphology.popcount(clean_bits), morphology.popcount(final_bits)
+  overlap = morphology.popcount(clean_bits & final_bits)
+  changed = clean_size + noisy_size - 2 * overlap
   per_class = dict(per_class, empty=clean_size == 0,
                    rho_fg=ratio(changed, clean_size, jnp.nan),
                    dice=ratio(2 * overlap, clean_size + noisy_size, 1.0))
   if clean_fg.shape[0] == 1:
     per_class = {name: value[0] for name, value in per_class.items()}
   log = dict(per_class)
-  log['rho_pix'] = ratio(count_true((noisy != mask) & valid), count_true(valid), jnp.nan)
+  changed_pixels = morphology.popcount(morphology.pack_bits((noisy != mask) & valid))
+  log['rho_pix'] = ratio(changed_pixels, morphology.popcount(morphology.pack_bits(valid)),
+                         jnp.nan)
   log['rho_fg_all'] = ratio(changed.sum(), clean_size.sum(), jnp.nan)
   log['dice_all'] = ratio(2 * overlap.sum(), clean_size.sum() + noisy_size.sum(), 1.0)
   return log

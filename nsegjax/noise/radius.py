@@ -41,7 +41,8 @@ import numpy as np
 
 from nsegjax.errors import ConfigError
 from nsegjax.noise import edges, morphology
-from nsegjax.noise.abn import _foreground_stack, _paint, packed_noise_log
+from nsegjax.noise.abn import _foreground_stack, _paint
+from nsegjax.noise.base import achieved_noise_log
 from nsegjax.noise.base import is_int as _is_int, is_number as _is_number
 from nsegjax.noise.base import NoiseProtocol, dataset_rng, register
 
@@ -261,7 +262,7 @@ def corrupt(key: jax.Array, mask: jax.Array, *,
       'r_max': jnp.asarray(r_high),
       'num_disks': num_disks,
   }
-  return noisy, packed_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
+  return noisy, achieved_noise_log(mask, noisy, valid, clean_fg, final_fg, per_class)
 
 
 # ------------------------------------------------------------------------------------------------
