@@ -22,10 +22,13 @@ flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 
 
 def random_batch(rng, batch, size, channels, num_classes):
+  import numpy as np  # pylint: disable=g-import-not-at-top
   return {'image': rng.integers(0, 256, (batch, size, size, channels), dtype='uint8'),
           'mask': rng.integers(0, num_classes, (batch, size, size), dtype='int32'),
           'noisy_mask': rng.integers(0, num_classes, (batch, size, size), dtype='int32'),
-          'index': rng.permutation(batch).astype('int32')}
+          'index': rng.permutation(batch).astype('int32'),
+          'source_pixel': np.broadcast_to(np.arange(size * size, dtype='int32').reshape(size, size),
+                                          (batch, size, size)).copy()}
 
 
 def bench(config, steps: int, reps: int, warmup: int) -> dict:

@@ -3,6 +3,7 @@
 Methods with parameter groups (JCAS: frozen stem, heads at 10× lr, transition matrices with their
 own SGD) build on `lr_schedule` and `base_optimizer` through `Method.make_optimizer`.
 """
+import jax
 import optax
 
 from nsegjax.errors import ConfigError
@@ -49,3 +50,13 @@ def make_optimizer(train_cfg, num_steps: int):
   """(optax transformation, learning-rate schedule) for one parameter group."""
   lr = lr_schedule(train_cfg, num_steps)
   return with_grad_clip(train_cfg, base_optimizer(train_cfg, lr)), lr
+
+
+def keep_schedule_counts(fresh, old):
+  """`fresh` optimiser state, except that every schedule keeps its position from `old`.
+
+  Adam's own step count restarts with its moments (its bias correction needs that), while the
+  learning-rate schedules, which span both stages, continue.
+  """
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)  # noqa: E731
+  return jax.tree.map(lambda f, o: o if is_schedule(f) else f, fresh, old, is_leaf=is_schedule)

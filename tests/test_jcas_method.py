@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import jcas as jcas_config
-from nsegjax import methods, models, sharding, train
+from nsegjax import methods, models, optim, sharding, train
 from nsegjax.data import pipeline
 from nsegjax.jcas import calc
 from nsegjax.methods import jcas
@@ -39,7 +39,7 @@ def test_keep_schedule_counts_restarts_moments_but_not_schedules():
   state = tx.init(params)
   for _ in range(5):
     _, state = tx.update({'w': jnp.full(3, 2.0)}, state, params)
-  merged = jcas.keep_schedule_counts(tx.init(params), state)
+  merged = optim.keep_schedule_counts(tx.init(params), state)
   adam, schedule = merged
   assert int(adam.count) == 0 and not np.asarray(adam.mu['w']).any()
   assert int(schedule.count) == 5

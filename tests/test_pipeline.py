@@ -1,4 +1,5 @@
 """Input pipeline: deterministic order, per-process slices, identical augmentation of all maps."""
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -105,3 +106,23 @@ def test_normalize_images_zero_mean_unit_std():
   y = np.asarray(pipeline.normalize_images(x))
   np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
   np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-4)
+
+
+def test_per_sample_arrays_are_read_in_the_batch_augmented_coordinates():
+  """A label bank gathered through `source_pixel` equals the augmented noisy mask exactly."""
+  source = toy_source(n=6, size=12)
+  noisy = np.random.default_rng(3).integers(0, 4, (6, 12, 12)).astype(np.uint8)
+  dataset = pipeline.make_train_dataset(source, noisy, seed=1, global_batch=3, num_steps=6,
+                                        aug_cfg=AUG)
+  for step in range(6):
+    batch = dataset[step]
+    got = pipeline.gather_augmented(jnp.asarray(noisy), jnp.asarray(batch['index']),
+                                    jnp.asarray(batch['source_pixel']))
+    np.testing.assert_array_equal(got, batch['noisy_mask'])
+    soft = np.random.default_rng(step).random((6, 12, 12, 2)).astype(np.float32)
+    got = pipeline.gather_augmented(jnp.asarray(soft), jnp.asarray(batch['index']),
+                                    jnp.asarray(batch['source_pixel']))
+    assert got.shape == (3, 12, 12, 2)
+    np.testing.assert_array_equal(got[..., 0], np.take_along_axis(
+        soft[batch['index'], ..., 0].reshape(3, -1), batch['source_pixel'].reshape(3, -1),
+        1).reshape(3, 12, 12))

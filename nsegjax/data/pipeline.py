@@ -9,6 +9,7 @@ slice of every global batch.
 import functools
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
@@ -89,19 +90,34 @@ def make_train_dataset(source, noisy_masks, *, seed: int, global_batch: int, num
     epoch, ids = train_sample_ids(step, seed=seed, num_samples=num_samples,
                                   global_batch=global_batch, process_index=process_index,
                                   process_count=process_count)
-    images, clean, noisy = [], [], []
+    images, clean, noisy, where_from = [], [], [], []
     for n in ids:
       example = source[int(n)]
       rng = np.random.default_rng([seed, _AUGMENT_STREAM, epoch, int(n)])
-      image, (mask, noisy_mask) = augment(rng, example['image'], (example['mask'], noisy_masks[n]),
-                                          aug_cfg)
+      pixel_ids = np.arange(noisy_masks[n].size, dtype=np.int32).reshape(noisy_masks[n].shape)
+      image, (mask, noisy_mask, pixel_ids) = augment(
+          rng, example['image'], (example['mask'], noisy_masks[n], pixel_ids), aug_cfg)
       images.append(image)
       clean.append(mask)
       noisy.append(noisy_mask)
+      where_from.append(pixel_ids)
     return {'image': np.stack(images), 'mask': np.stack(clean).astype(np.int32),
-            'noisy_mask': np.stack(noisy).astype(np.int32), 'index': ids.astype(np.int32)}
+            'noisy_mask': np.stack(noisy).astype(np.int32), 'index': ids.astype(np.int32),
+            'source_pixel': np.stack(where_from)}
 
   return grain.MapDataset.range(num_steps).map(load_batch)
+
+
+def gather_augmented(per_sample: jax.Array, index: jax.Array,
+                     source_pixel: jax.Array) -> jax.Array:
+  """A per-sample array kept in un-augmented coordinates ([N, H, W, ...]: a label bank, a
+  target memory) read out for a batch in the batch's augmented coordinates.
+
+  `source_pixel` [B, H, W] is the batch's map of flat source pixel ids (the pipeline augments
+  an id image exactly like the masks), so the result equals augmenting each sample's entry."""
+  num, height, width = per_sample.shape[:3]
+  flat = per_sample.reshape((num, height * width) + per_sample.shape[3:])[index]
+  return jax.vmap(lambda rows, ids: rows[ids])(flat, source_pixel)
 
 
 def make_train_iterator(dataset, num_threads: int = 2):

@@ -1,12 +1,13 @@
 """Noisy-label methods, one file each, found by name: `create_method(config)`."""
 from nsegjax.methods.base import LossAux, Method
 from nsegjax.methods.des import DES
+from nsegjax.methods.gt_correct import GTCorrect
 from nsegjax.methods.jcas import JCAS
 from nsegjax.methods.supervised import CENoisy, Clean
 from nsegjax.registry import Registry
 
 METHODS = Registry('method')
-for _cls in (CENoisy, Clean, JCAS, DES):
+for _cls in (CENoisy, Clean, JCAS, DES, GTCorrect):
   METHODS.register(_cls.name)(_cls)
 
 

@@ -55,16 +55,6 @@ def empirical_transition(clean: np.ndarray, noisy: np.ndarray, num_classes: int)
   return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-def keep_schedule_counts(fresh, old):
-  """`fresh` optimiser state, except that every schedule keeps its position from `old`.
-
-  Adam's own step count restarts with its moments (its bias correction needs that), while the
-  learning-rate schedules, which span both stages, continue.
-  """
-  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)  # noqa: E731
-  return jax.tree.map(lambda f, o: o if is_schedule(f) else f, fresh, old, is_leaf=is_schedule)
-
-
 class JCAS(Method):
   """JCAS behind the method interface."""
 
@@ -214,7 +204,7 @@ class JCAS(Method):
                                             'affinity': calc.init_transition_logits(2)})
     replicated = jax.tree.map(lambda x: x.sharding, state.params)
     params = jax.device_put(params, replicated)
-    opt_state = keep_schedule_counts(jax.jit(self.tx.init)(params), state.opt_state)
+    opt_state = optim.keep_schedule_counts(jax.jit(self.tx.init)(params), state.opt_state)
     method_state = dict(state.method_state, stage=jnp.ones_like(state.method_state['stage']))
     return state.replace(params=params, opt_state=opt_state, method_state=method_state)
 
