@@ -73,3 +73,22 @@ def test_others_mean_leaves_each_network_out():
   got = rules.others_mean(jnp.asarray(probs))
   for k in range(3):
     np.testing.assert_allclose(got[k], np.delete(probs, k, axis=0).mean(0), rtol=1e-6)
+
+
+def test_nin_shares_the_encoder_and_keeps_the_decoders_apart():
+  from nsegjax.models.nin import NoiseIdentificationNet  # pylint: disable=g-import-not-at-top
+  net = NoiseIdentificationNet(depth=2, base_width=4)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
+  variables = net.init(jax.random.key(0), x)
+  out = net.apply(variables, x)
+  assert set(out) == {'fp', 'fn', 'ref'} and all(v.shape == (2, 16, 16) for v in out.values())
+  assert not np.allclose(out['fp'], out['fn'])  # separately initialised decoders
+
+  def fp_only(params):
+    return jnp.sum(net.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                             x)['fp'])
+
+  grads = jax.grad(fp_only)(variables['params'])
+  norm = lambda tree: float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(tree)))  # noqa
+  assert norm(grads['encoder_0']) > 0 and norm(grads['decoder_fp']) > 0
+  assert norm(grads['decoder_fn']) == 0 and norm(grads['decoder_ref']) == 0
