@@ -143,19 +143,22 @@ def test_killed_between_epochs_resumes_to_the_uninterrupted_results(tmp_path, da
   reference = train.train_and_evaluate(config, str(tmp_path / 'reference'))
   original = gt.GTCorrect.after_epoch
 
-  def crash_in_t_stage(self, state, epoch, context):
-    if epoch == 2:
+  def crash_after_the_round_hook(self, state, epoch, context):
+    state = original(self, state, epoch, context)  # round 1 logged, the T stage not yet saved
+    if epoch == 1:
       raise RuntimeError('pre-empted')
-    return original(self, state, epoch, context)
+    return state
 
   workdir = str(tmp_path / 'crashed')
   with monkeypatch.context() as patch:
-    patch.setattr(gt.GTCorrect, 'after_epoch', crash_in_t_stage)
+    patch.setattr(gt.GTCorrect, 'after_epoch', crash_after_the_round_hook)
     with pytest.raises(RuntimeError, match='pre-empted'):
       train.train_and_evaluate(config, workdir)
   resumed = train.train_and_evaluate(config, workdir)
   assert resumed['test'] == reference['test']
   assert resumed['validation_history'] == reference['validation_history']
+  assert read_jsonl(os.path.join(workdir, 'gt_rounds.jsonl')) == read_jsonl(
+      os.path.join(tmp_path / 'reference', 'gt_rounds.jsonl'))
 
 
 @pytest.mark.parametrize('key,value,match', [

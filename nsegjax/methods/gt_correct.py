@@ -147,6 +147,7 @@ class GTCorrect(Method):
     self.is_noisy = None
     self.num_classes = None
     self.tx = None
+    self._pass_fn = None
 
   # -- data and state ---------------------------------------------------------------------------
 
@@ -211,20 +212,22 @@ class GTCorrect(Method):
   def _train_pass(self, state, context):
     """Eval-mode pass over the un-augmented training split: per-sample losses against ỹ and
     the probabilities, both as NumPy (host memory: N·H·W·C float32)."""
-    model, sample_loss = context.model, self.config.gt.sample_loss
+    if self._pass_fn is None:  # compiled once per run, not once per epoch
+      model, sample_loss = context.model, self.config.gt.sample_loss
 
-    @jax.jit
-    def probs_and_loss(variables, images, noisy):
-      logits = model.apply(variables, normalize_images(images), train=False)
-      value = (per_image_ce(logits, noisy) if sample_loss == 'ce'
-               else per_image_dice_loss(logits, noisy))
-      return jax.nn.softmax(logits, axis=-1), value
+      @jax.jit
+      def probs_and_loss(variables, images, noisy):
+        logits = model.apply(variables, normalize_images(images), train=False)
+        value = (per_image_ce(logits, noisy) if sample_loss == 'ce'
+                 else per_image_dice_loss(logits, noisy))
+        return jax.nn.softmax(logits, axis=-1), value
 
+      self._pass_fn = probs_and_loss
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     probs, values = [], []
     for batch, valid in eval_batches(context.data.train, context.data.train_noisy,
                                      int(self.config.eval.batch_size)):
-      p, v = jax.device_get(probs_and_loss(variables, batch['image'], batch['noisy_mask']))
+      p, v = jax.device_get(self._pass_fn(variables, batch['image'], batch['noisy_mask']))
       probs.append(p[:valid])
       values.append(v[:valid])
     return np.concatenate(probs), np.concatenate(values)
@@ -303,9 +306,16 @@ class GTCorrect(Method):
     print(f'gt_correct: round {round_} after epoch {epoch + 1}: |C| = {record["clean_size"]}, '
           f'recognition accuracy {scores["accuracy"]:.3f} precision {scores["precision"]:.3f} '
           f'recall {scores["recall"]:.3f}', flush=True)
-    if jax.process_index() == 0:
-      with open(os.path.join(context.workdir, 'gt_rounds.jsonl'), 'a', encoding='utf-8') as f:
-        f.write(json.dumps(metrics.json_safe(record)) + '\n')
+    if jax.process_index() != 0:
+      return
+    path = os.path.join(context.workdir, 'gt_rounds.jsonl')
+    kept = []  # a resumed run redoes the hook of the epoch it resumed at: replace, not repeat
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        kept = [line for line in f if json.loads(line)['epoch'] < record['epoch']]
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(kept + [json.dumps(metrics.json_safe(record)) + '\n'])
+    os.replace(path + '.tmp', path)
 
   def _log_bank(self, context, state, bank):
     """How far the bank is from the clean truth: the revised labels' Dice before/after."""
