@@ -161,7 +161,8 @@ def make_train_step(model, method, tx, mesh):
 def make_schedule(step: int, steps_in_epoch: int, num_steps: int) -> dict:
   """Scalars a method may ramp on; arrays, so new values never trigger a recompilation."""
   return {'epoch': jnp.asarray(step / steps_in_epoch, jnp.float32),
-          'progress': jnp.asarray(step / max(num_steps, 1), jnp.float32)}
+          'progress': jnp.asarray(step / max(num_steps, 1), jnp.float32),
+          'step': jnp.asarray(step, jnp.int32)}
 
 
 @dataclasses.dataclass

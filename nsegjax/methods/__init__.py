@@ -2,12 +2,13 @@
 from nsegjax.methods.base import LossAux, Method
 from nsegjax.methods.des import DES
 from nsegjax.methods.gt_correct import GTCorrect
+from nsegjax.methods.hqpm import HQPM
 from nsegjax.methods.jcas import JCAS
 from nsegjax.methods.supervised import CENoisy, Clean
 from nsegjax.registry import Registry
 
 METHODS = Registry('method')
-for _cls in (CENoisy, Clean, JCAS, DES, GTCorrect):
+for _cls in (CENoisy, Clean, JCAS, DES, GTCorrect, HQPM):
   METHODS.register(_cls.name)(_cls)
 
 

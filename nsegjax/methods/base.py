@@ -21,7 +21,7 @@ A method is a small bundle of pure functions bound to its config. The loop in
 
 `batch` holds 'image' (float32, normalised), 'mask' (clean labels), 'noisy_mask' (what the
 method may train on) and 'index' (sample ids). `schedule` is a dict of scalar arrays (epoch,
-progress) that enter the step as traced inputs, so ramps never recompile.
+progress, step) that enter the step as traced inputs, so ramps never recompile.
 """
 from typing import Any
 
