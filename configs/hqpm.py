@@ -31,7 +31,8 @@ def get_config(arg: str = 'synthetic'):
       nin_fresh_noise=True,  # corrupt D_c afresh every step (False: its fixed labels)
       nin_intensity=0.1,  # intensity augmentation of the NIN's batches
       revise_thresh=0.5,
-      k=2,  # parallel segmentation networks
+      k=2,  # parallel segmentation networks, parameters stacked
+      parallel='loop',  # loop | vmap over the K networks (vmap: grouped convs, ~8× slower on CPU)
       soften='slsr', eps=0.25,  # slsr: |ŷ − ε| on doubtful pixels | ensemble (λ below)
       sampling='proportional',  # D_c and D_n as drawn | balanced: each half the batch loss
       seg_loss='ce_dice',  # soft CE + soft Dice | ce

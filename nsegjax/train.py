@@ -131,11 +131,13 @@ def create_train_state(rng, model, method, tx, sample_batch, mesh) -> TrainState
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng, sample_batch)
 
 
-def make_train_step(model, method, tx, mesh):
-  """The jitted step: (state, sharded batch, schedule) → (state, metrics); state is donated."""
+def make_train_step(model, method, tx, mesh, variant=None):
+  """The jitted step: (state, sharded batch, schedule) → (state, metrics); state is donated.
+  `variant` (`Method.step_variant`) reaches the loss as the Python value `schedule['variant']`."""
 
   def train_step(state: TrainState, batch, schedule):
     rng = jax.random.fold_in(state.rng, state.step)
+    schedule = dict(schedule, variant=variant)
     batch = dict(batch, image=pipeline.normalize_images(batch['image']))
     if not method.trains_on_clean_labels:
       batch.pop('mask')  # the clean truth never reaches a method that may not use it
@@ -217,7 +219,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     sample = sharding.shard_batch(dataset[0], mesh)
     state = create_train_state(jax.random.PRNGKey(config.seed), model, method, tx, sample, mesh)
     state = jax.device_put(method.load_weights(state), sharding.replicated(mesh))
-    train_step = make_train_step(model, method, tx, mesh)
+    compiled_steps = {}
+
+    def train_step_for(variant):  # one compilation per variant the method asks for
+      if variant not in compiled_steps:
+        compiled_steps[variant] = make_train_step(model, method, tx, mesh, variant)
+      return compiled_steps[variant]
     predict_fn = evaluate.make_predict_fn(model, method, mesh)
 
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
@@ -241,11 +248,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       writer.write(step, {'dice': summary['dice'], 'iou': summary['iou']}, prefix='validation')
       return summary['dice']
 
+    train_step = train_step_for(method.step_variant(state))
     for step in range(start, num_steps):
       if step and step % epoch_steps == 0:
         # Between epochs, before the next one's first step: a run resumed from the checkpoint
         # of an epoch's end redoes the hook, so it must be a pure function of the state.
         state = method.after_epoch(state, step // epoch_steps - 1, context)
+        train_step = train_step_for(method.step_variant(state))
       batch = sharding.shard_batch(next(train_iter), mesh)
       state, metrics = train_step(state, batch, make_schedule(step, epoch_steps, num_steps))
       done = step + 1
