@@ -31,6 +31,8 @@ def get_config(arg: str = 'synthetic'):
       nin_fresh_noise=True,  # corrupt D_c afresh every step (False: its fixed labels)
       nin_intensity=0.1,  # intensity augmentation of the NIN's batches
       revise_thresh=0.5,
+      # fp / fn branch thresholds: revise_thresh (fixed) | the grid pair best on D_c (clean_subset)
+      revise_select='fixed', revise_grid=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
       k=2,  # parallel segmentation networks, parameters stacked
       parallel='loop',  # loop | vmap over the K networks (vmap: grouped convs, ~8× slower on CPU)
       soften='slsr', eps=0.25,  # slsr: |ŷ − ε| on doubtful pixels | ensemble (λ below)

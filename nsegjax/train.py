@@ -310,13 +310,14 @@ def finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta) -
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, 'results.json'), results)
     n = int(config.eval.num_overlays)
-    # Test labels are never corrupted for scoring; this noisy column only shows the protocol.
-    if data.test_noisy is not None:  # labels read from the dataset (a rater's)
-      test_noisy = data.test_noisy[:n]
-    else:
-      test_noisy, _ = noise_gen.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
-                                            config.noise.name, dict(config.noise.params),
-                                            _split_seed(config.noise.seed, 'test'))
-    plots.overlay_figure(last['image'][:n], last['mask'][:n], test_noisy, last['pred'][:n],
-                         os.path.join(workdir, 'overlays.png'))
+    if n > 0:  # 0: no overlay figure
+      # Test labels are never corrupted for scoring; this noisy column only shows the protocol.
+      if data.test_noisy is not None:  # labels read from the dataset (a rater's)
+        test_noisy = data.test_noisy[:n]
+      else:
+        test_noisy, _ = noise_gen.apply_noise(last['mask'][:n].astype(np.uint8), np.arange(n),
+                                              config.noise.name, dict(config.noise.params),
+                                              _split_seed(config.noise.seed, 'test'))
+      plots.overlay_figure(last['image'][:n], last['mask'][:n], test_noisy, last['pred'][:n],
+                           os.path.join(workdir, 'overlays.png'))
   return results

@@ -54,6 +54,46 @@ def test_revision_by_hand_and_identity():
   np.testing.assert_array_equal(revised, noisy)
 
 
+def test_branch_thresholds_apart_and_never_flipping_at_one():
+  noisy = np.array([1, 1, 0, 0, 1])
+  p_fp = np.array([0.9, 0.6, 0.0, 0.0, 0.9])
+  p_fn = np.array([0.0, 0.0, 0.8, 0.6, 0.0])
+  p_ref = np.full(5, 0.5)
+  args = tuple(map(jnp.asarray, (noisy, p_fp, p_fn, p_ref)))
+  # t_fp = .7 removes pixels 0 and 4 only; t_fn = .5 adds pixels 2 and 3
+  revised, _ = rules.revise(*args, 0.5, 0.7, 0.5)
+  np.testing.assert_array_equal(revised, [0, 1, 1, 1, 0])
+  revised, _ = rules.revise(*args, 0.5, 1.0, 1.0)
+  np.testing.assert_array_equal(revised, noisy)
+
+
+def test_threshold_selection_against_brute_force_numpy():
+  rng = np.random.default_rng(3)
+  clean = (rng.random((4, 16, 16)) > 0.6).astype(np.float32)
+  noisy = np.where(rng.random(clean.shape) < 0.2, 1 - clean, clean)
+  # over-confident branches: wrong pixels score high, but many right pixels score ~.6 too
+  p_fp = np.where(noisy * (1 - clean) > 0, 0.97, rng.uniform(0.0, 0.8, clean.shape))
+  p_fn = np.where((1 - noisy) * clean > 0, 0.85, rng.uniform(0.0, 0.7, clean.shape))
+  p_ref = rng.uniform(0.05, 0.95, clean.shape)
+  grid = (0.5, 0.9, 0.7, 1.0)
+  (t_fp, t_fn), table, order = rules.select_branch_thresholds(
+      *map(jnp.asarray, (noisy, p_fp, p_fn, p_ref, clean)), grid)
+  assert order == [1.0, 0.9, 0.7, 0.5]
+
+  def numpy_dice(a, b):
+    return 2 * np.sum(a * b) / (np.sum(a) + np.sum(b))
+
+  def numpy_revise(a, b):
+    r = noisy * (p_fp <= a) + (1 - noisy) * (p_fn > b)
+    return ((r + p_ref) / 2 > 0.5).astype(np.float32)
+
+  want = np.array([[numpy_dice(numpy_revise(a, b), clean) for b in order] for a in order])
+  np.testing.assert_allclose(table, want, rtol=1e-5)
+  assert table[0, 0] == pytest.approx(numpy_dice(noisy, clean), rel=1e-6)  # (1, 1): ỹ itself
+  i, j = np.unravel_index(np.argmax(want), want.shape)
+  assert (t_fp, t_fn) == (order[i], order[j]) == (0.9, 0.7)
+
+
 def test_softening_rules_by_hand():
   revised = np.array([1, 1, 0, 0])
   others = np.array([0.9, 0.2, 0.1, 0.6])

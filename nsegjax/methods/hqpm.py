@@ -13,7 +13,9 @@ fixed labels instead), augments (flips, 90° rotations, intensity) and trains on
 Σ_b BCE(pos_weight) + soft Dice (`hqpm_rules.nin_loss`). The loader's batch is not used.
 
 **Revision** (once, between the phases): an eval-mode NIN pass over every training sample with
-its fixed imperfect label gives ŷ and the reliability c (`hqpm_rules.revise`), kept as a label
+its fixed imperfect label gives ŷ and the reliability c (`hqpm_rules.revise`; the fp / fn
+branches' thresholds are `revise_thresh`, or with `revise_select='clean_subset'` those of
+`revise_grid` that revise D_c best under a fresh corruption), kept as a label
 bank in the method state; `pseudo_masks.npz`, `pseudo_masks.png` and `hqpm_revision.json`
 (pseudo-mask Dice against the clean truth before/after, for D_n and for its corrupted part)
 are written to the workdir.
@@ -53,9 +55,11 @@ from nsegjax.optim import keep_schedule_counts
 IGNORE = 255
 NIN_PHASE, SEG_PHASE = 1, 2
 CHOICES = {'soften': ('slsr', 'ensemble'), 'sampling': ('proportional', 'balanced'),
-           'seg_loss': ('ce_dice', 'ce'), 'eval': ('mean', 'first'), 'parallel': ('loop', 'vmap')}
+           'seg_loss': ('ce_dice', 'ce'), 'eval': ('mean', 'first'), 'parallel': ('loop', 'vmap'),
+           'revise_select': ('fixed', 'clean_subset')}
 _FRESH_NOISE_STREAM = 0x4851504D  # 'HQPM': keeps the fresh corruptions off every other stream
 _CLEAN_SUBSET_STREAM = 7
+_SELECTION_STEP = 2**31 - 1  # the fresh corruption that selects thresholds: no training step
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,6 +188,8 @@ class HQPM(Method):
     for key in ('clean_fraction', 'revise_thresh', 'eps', 'lambda'):
       if not 0.0 <= float(cfg[key]) <= 1.0:
         raise ConfigError(f'hqpm.{key} must be in [0, 1], got {cfg[key]}')
+    if not cfg.revise_grid or not all(0.0 <= float(t) <= 1.0 for t in cfg.revise_grid):
+      raise ConfigError(f'hqpm.revise_grid must be thresholds in [0, 1], got {cfg.revise_grid}')
     if float(cfg.clean_fraction) <= 0.0:
       raise ConfigError('hqpm.clean_fraction must be > 0: the NIN trains on the clean subset')
     self.nin = NoiseIdentificationNet(depth=int(cfg.nin.depth), base_width=int(cfg.nin.base_width))
@@ -191,7 +197,7 @@ class HQPM(Method):
     self.fixed_pairs = not bool(cfg.nin_fresh_noise)
     self.corrupt_fn, self.alpha = None, 1.0
     self.tx = None
-    self._pass_fn = None
+    self._maps_fn = None
     self._data = {}
 
   # -- data and state ---------------------------------------------------------------------------
@@ -352,23 +358,52 @@ class HQPM(Method):
 
   # -- between the phases -----------------------------------------------------------------------
 
-  def _revision_pass(self, state, context):
-    """Eval-mode NIN over every training sample and its fixed label: (ŷ, c) as NumPy."""
-    if self._pass_fn is None:
-      nin, thresh = self.nin, float(self.config.hqpm.revise_thresh)
+  def _nin_maps(self, state, images, labels):
+    """Eval-mode NIN probabilities (p_fp, p_fn, p_ref) of one batch."""
+    if self._maps_fn is None:
+      nin = self.nin
 
       @jax.jit
-      def revise_batch(variables, images, noisy):
-        out = nin.apply(variables, nin_input(normalize_images(images), noisy), train=False)
-        p_fp, p_fn, p_ref = (jax.nn.sigmoid(out[b]) for b in ('fp', 'fn', 'ref'))
-        return rules.revise(foreground(noisy), p_fp, p_fn, p_ref, thresh)
+      def maps(variables, images, labels):
+        out = nin.apply(variables, nin_input(normalize_images(images), labels), train=False)
+        return tuple(jax.nn.sigmoid(out[b]) for b in ('fp', 'fn', 'ref'))
 
-      self._pass_fn = revise_batch
+      self._maps_fn = maps
     variables = {'params': state.params['nin'], 'batch_stats': state.batch_stats['nin']}
+    return self._maps_fn(variables, images, labels)
+
+  def _branch_thresholds(self, state) -> dict:
+    """(t_fp, t_fn): `revise_thresh` for both, or with `revise_select='clean_subset'` the grid
+    pair that revises D_c best under one more fresh corruption (keyed on a step no training
+    batch has) — D_c is the only place with both ỹ and y; the test and D_n's truth are unseen."""
+    cfg, ms = self.config.hqpm, state.method_state
+    thresh = float(cfg.revise_thresh)
+    if cfg.revise_select == 'fixed':
+      return {'fp': thresh, 'fn': thresh}
+    clean = ms['clean_subset_masks']
+    if self.fixed_pairs:
+      noisy = ms['clean_subset_noisy']
+    else:
+      keys = fresh_corruption_keys(int(self.config.seed), ms['clean_ids'], _SELECTION_STEP)
+      noisy = fresh_imperfect_labels(keys, clean, self.corrupt_fn, self.alpha)
+    size = int(self.config.eval.batch_size)
+    maps = [self._nin_maps(state, ms['clean_subset_images'][i:i + size], noisy[i:i + size])
+            for i in range(0, clean.shape[0], size)]
+    p_fp, p_fn, p_ref = (jnp.concatenate(m) for m in zip(*maps))
+    (t_fp, t_fn), table, grid = rules.select_branch_thresholds(
+        foreground(noisy), p_fp, p_fn, p_ref, foreground(clean), cfg.revise_grid, thresh)
+    return {'fp': t_fp, 'fn': t_fn, 'grid': grid, 'clean_subset_dice': np.asarray(table),
+            'clean_subset_dice_before': float(rules.set_dice(foreground(noisy), foreground(clean)))}
+
+  def _revision_pass(self, state, context, thresholds: dict):
+    """The NIN over every training sample and its fixed label: (ŷ, c) as NumPy."""
+    thresh = float(self.config.hqpm.revise_thresh)
     revised, reliability = [], []
     for batch, valid in eval_batches(context.data.train, self._data['noisy'],
                                      int(self.config.eval.batch_size)):
-      r, c = jax.device_get(self._pass_fn(variables, batch['image'], batch['noisy_mask']))
+      p_fp, p_fn, p_ref = self._nin_maps(state, batch['image'], batch['noisy_mask'])
+      r, c = jax.device_get(rules.revise(foreground(batch['noisy_mask']), p_fp, p_fn, p_ref,
+                                         thresh, thresholds['fp'], thresholds['fn']))
       revised.append(r[:valid])
       reliability.append(c[:valid])
     return np.concatenate(revised).astype(np.uint8), np.concatenate(reliability)
@@ -376,8 +411,9 @@ class HQPM(Method):
   def after_epoch(self, state, epoch: int, context):
     if int(state.method_state['phase']) != NIN_PHASE or epoch + 1 < int(self.config.hqpm.nin_epochs):
       return state
-    revised, reliability = self._revision_pass(state, context)
-    self._report_revision(context, state, revised, reliability)
+    thresholds = self._branch_thresholds(state)
+    revised, reliability = self._revision_pass(state, context, thresholds)
+    self._report_revision(context, state, revised, reliability, thresholds)
     method_state = dict(state.method_state)
     for key, value in (('revised', revised), ('reliability', reliability),
                        ('phase', np.int32(SEG_PHASE))):
@@ -387,7 +423,7 @@ class HQPM(Method):
     print(f'hqpm: phase 2 from step {int(state.step)}: labels revised by the NIN', flush=True)
     return state.replace(method_state=method_state, opt_state=opt_state)
 
-  def _report_revision(self, context, state, revised, reliability):
+  def _report_revision(self, context, state, revised, reliability, thresholds):
     d = self._data
     imperfect = ~np.asarray(jax.device_get(state.method_state['in_clean']))
     clean, noisy = d['clean_masks_for_report'], d['noisy']
@@ -403,10 +439,12 @@ class HQPM(Method):
               'imperfect_and_corrupted': quality(imperfect & d['is_noisy']),
               'changed_pixels': float(np.mean(revised[imperfect] != np.where(
                   noisy[imperfect] == IGNORE, 0, noisy[imperfect]))),
-              'mean_reliability': float(np.mean(reliability[imperfect]))}
+              'mean_reliability': float(np.mean(reliability[imperfect])),
+              'branch_thresholds': thresholds}
     summary = report['imperfect_set']
     print(f'hqpm: pseudo-mask Dice on D_n {summary["dice_before"]:.4f} -> '
-          f'{summary["dice_after"]:.4f}', flush=True)
+          f'{summary["dice_after"]:.4f} (t_fp {thresholds["fp"]}, t_fn {thresholds["fn"]})',
+          flush=True)
     context.writer.write(int(state.step), {k: summary[k] for k in ('dice_before', 'dice_after')},
                          prefix='hqpm_revision')
     if jax.process_index() != 0:

@@ -45,15 +45,41 @@ def nin_loss(logits: tuple, targets: tuple, cap: float = 1e3) -> jax.Array:
 
 
 def revise(noisy: jax.Array, p_fp: jax.Array, p_fn: jax.Array, p_ref: jax.Array,
-           thresh: float = 0.5) -> tuple[jax.Array, jax.Array]:
-  """(ŷ, reliability): r = ỹ(1 − 1[p_fp > t]) + (1 − ỹ)·1[p_fn > t], ŷ = 1[(r + p_ref)/2 > t],
-  c = 2|p_ref − 0.5|. The identity when p_fp = p_fn = 0 and p_ref = ỹ."""
+           thresh: float = 0.5, fp_thresh=None, fn_thresh=None) -> tuple[jax.Array, jax.Array]:
+  """(ŷ, reliability): r = ỹ(1 − 1[p_fp > t_fp]) + (1 − ỹ)·1[p_fn > t_fn],
+  ŷ = 1[(r + p_ref)/2 > t], c = 2|p_ref − 0.5|; t_fp and t_fn default to t. The identity when
+  p_fp = p_fn = 0 and p_ref = ỹ, and whenever t_fp = t_fn = 1 (nothing is flipped)."""
+  fp_thresh = thresh if fp_thresh is None else fp_thresh
+  fn_thresh = thresh if fn_thresh is None else fn_thresh
   noisy = noisy.astype(jnp.float32)
-  removed = (p_fp > thresh).astype(jnp.float32)
-  added = (p_fn > thresh).astype(jnp.float32)
+  removed = (p_fp > fp_thresh).astype(jnp.float32)
+  added = (p_fn > fn_thresh).astype(jnp.float32)
   rule = noisy * (1.0 - removed) + (1.0 - noisy) * added
   revised = ((rule + p_ref) / 2.0 > thresh).astype(jnp.uint8)
   return revised, 2.0 * jnp.abs(p_ref - 0.5)
+
+
+def set_dice(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """2Σpt / (Σp + Σt) over a whole set of binary maps (1 when both are empty)."""
+  pred, target = pred.astype(jnp.float32), target.astype(jnp.float32)
+  total = jnp.sum(pred) + jnp.sum(target)
+  return jnp.where(total > 0, 2.0 * jnp.sum(pred * target) / jnp.maximum(total, 1e-12), 1.0)
+
+
+def select_branch_thresholds(noisy, p_fp, p_fn, p_ref, clean, grid, thresh: float = 0.5):
+  """The (t_fp, t_fn) of `grid` × `grid` whose revision of the pairs (ỹ, y) has the highest
+  set Dice against y, and the [G, G] Dice table (rows t_fp, columns t_fn, in grid order).
+
+  Why: the fp / fn branches train on BCE with pos_weight = #neg/#pos, which shifts their
+  probabilities up (at the optimum p_w/(1 − p_w) = w·p/(1 − p)), so 0.5 over-flags. Ties go to
+  the larger thresholds (fewer flips); with 1 in the grid the choice is never worse than ỹ
+  on these pairs."""
+  grid = sorted({float(g) for g in grid}, reverse=True)
+  table = jnp.stack([jnp.stack([
+      set_dice(revise(noisy, p_fp, p_fn, p_ref, thresh, t_fp, t_fn)[0], clean) for t_fn in grid])
+      for t_fp in grid])
+  best = int(jnp.argmax(table))  # first maximum: the most conservative pair
+  return (grid[best // len(grid)], grid[best % len(grid)]), table, grid
 
 
 def slsr_soften(revised: jax.Array, others_fg: jax.Array, reliability: jax.Array,
