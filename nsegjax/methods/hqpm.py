@@ -21,7 +21,7 @@ bank in the method state; `pseudo_masks.npz`, `pseudo_masks.png` and `hqpm_revis
 are written to the workdir.
 
 **Phase 2** (the remaining epochs): K U-Nets from different keys, parameters stacked (applied
-by `map_networks`: unrolled by default, `parallel='vmap'` to vmap), train on the loader's batches (D_c and D_n in proportion to their sizes): D_c samples
+by `networks.map_networks`: unrolled by default, `parallel='vmap'` to vmap), train on the loader's batches (D_c and D_n in proportion to their sizes): D_c samples
 on CE + Dice against y, D_n samples on soft CE + soft Dice against ŷ softened per network
 (`slsr` or `ensemble`, from the other networks' mean). Test time: the mean of the K
 probability maps (`eval='mean'`) or the first network's.
@@ -43,10 +43,11 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from nsegjax import metrics, models, noise, optim, sharding
+from nsegjax import metrics, noise, optim, sharding
 from nsegjax.data.pipeline import eval_batches, gather_augmented, normalize_images
 from nsegjax.errors import ConfigError
 from nsegjax.methods import hqpm_rules as rules
+from nsegjax.methods import networks
 from nsegjax.methods.base import LossAux, Method
 from nsegjax.models.nin import NoiseIdentificationNet
 from nsegjax.noise import generate as noise_gen
@@ -55,7 +56,8 @@ from nsegjax.optim import keep_schedule_counts
 IGNORE = 255
 NIN_PHASE, SEG_PHASE = 1, 2
 CHOICES = {'soften': ('slsr', 'ensemble'), 'sampling': ('proportional', 'balanced'),
-           'seg_loss': ('ce_dice', 'ce'), 'eval': ('mean', 'first'), 'parallel': ('loop', 'vmap'),
+           'seg_loss': ('ce_dice', 'ce'), 'eval': ('mean', 'first'),
+           'parallel': networks.PARALLEL_CHOICES,
            'revise_select': ('fixed', 'clean_subset')}
 _FRESH_NOISE_STREAM = 0x4851504D  # 'HQPM': keeps the fresh corruptions off every other stream
 _CLEAN_SUBSET_STREAM = 7
@@ -143,18 +145,6 @@ def per_image_soft_seg_loss(logits: jax.Array, target_fg: jax.Array, valid: jax.
   return loss
 
 
-def map_networks(fn, parallel: str, *stacked):
-  """fn over the K stacked networks (leading axis of every leaf), outputs stacked.
-
-  `vmap` batches the K networks' convolutions into grouped convolutions, which XLA:CPU runs
-  ~8× slower than K separate ones (measured, 128² U-Net, batch 8); `loop` unrolls over K."""
-  if parallel == 'vmap':
-    return jax.vmap(fn)(*stacked)
-  k = jax.tree.leaves(stacked)[0].shape[0]
-  outs = [fn(*jax.tree.map(lambda x, i=i: x[i], stacked)) for i in range(k)]
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-
-
 def subset_weights(in_clean: jax.Array, clean_fraction: float, sampling: str) -> jax.Array:
   """[B] image weights: 1 (`proportional`), or (`balanced`) D_c and D_n images reweighted so
   that each set carries half of the expected batch loss."""
@@ -231,8 +221,7 @@ class HQPM(Method):
   def init_variables(self, rng, model, images):
     nin_rng, nets_rng = jax.random.split(rng)
     k = int(self.config.hqpm.k)
-    nets = jax.vmap(lambda key: Method.init_variables(self, key, model, images))(
-        jax.random.split(nets_rng, k))
+    nets = networks.init_stacked(self, nets_rng, model, images, k)
     labels = jnp.zeros(images.shape[:3], jnp.int32)
     nin = self.nin.init(nin_rng, nin_input(images, labels), train=False)
     return {'params': {'nin': nin['params'], 'nets': nets['params']},
@@ -331,9 +320,8 @@ class HQPM(Method):
     cfg = self.config.hqpm
     k = int(cfg.k)
     index, where = batch['index'], batch['source_pixel']
-    logits, new_stats = map_networks(
-        lambda p, s, key: self.apply_train(model, p, s, batch['image'], key),
-        self.config.hqpm.parallel, nets_params, nets_stats, jax.random.split(rng, k))
+    logits, new_stats = networks.train_forward(model, nets_params, nets_stats, batch['image'],
+                                               rng, cfg.parallel)
     fg_probs = jax.nn.softmax(logits, axis=-1)[..., 1]  # [K, B, H, W]
     others = rules.others_mean(fg_probs)
     revised = gather_augmented(ms['revised'], index, where)
@@ -469,30 +457,21 @@ class HQPM(Method):
   # -- weights and test time --------------------------------------------------------------------
 
   def net_params(self, params):
-    return jax.tree.map(lambda x: x[0], params['nets'])
+    return networks.network(params['nets'], 0)
 
   def load_weights(self, state):
     """A user's `model.weights` copied into every one of the K networks."""
     path = self.config.model.get('weights', '')
     if not path:
       return state
-    first = {'params': self.net_params(state.params),
-             'batch_stats': jax.tree.map(lambda x: x[0], state.batch_stats['nets'])}
-    variables, report = models.load_npz_weights(first, path)
-    print(f'loaded {report["loaded"]} arrays from {path} into each of the {self.config.hqpm.k} '
-          f'networks; shape mismatches: {len(report["skipped"])}', flush=True)
-    k = int(self.config.hqpm.k)
-    stack = lambda tree: jax.tree.map(lambda x: jnp.stack([x] * k), tree)  # noqa: E731
-    return state.replace(params=dict(state.params, nets=stack(variables['params'])),
-                         batch_stats=dict(state.batch_stats,
-                                          nets=stack(variables.get('batch_stats', first['batch_stats']))))
+    nets, _ = networks.load_into_every_network(
+        path, {'params': state.params['nets'], 'batch_stats': state.batch_stats['nets']},
+        int(self.config.hqpm.k))
+    return state.replace(params=dict(state.params, nets=nets['params']),
+                         batch_stats=dict(state.batch_stats, nets=nets['batch_stats']))
 
   def predict(self, model, variables, method_state, images):
     del method_state
     nets = {'params': variables['params']['nets'], 'batch_stats': variables['batch_stats']['nets']}
-    if self.config.hqpm.eval == 'first':
-      first = jax.tree.map(lambda x: x[0], nets)
-      return jax.nn.softmax(model.apply(first, images, train=False), axis=-1)
-    probs = map_networks(lambda v: jax.nn.softmax(model.apply(v, images, train=False), axis=-1),
-                         self.config.hqpm.parallel, nets)
-    return jnp.mean(probs, axis=0)
+    return networks.predict_stacked(model, nets, images, self.config.hqpm.eval,
+                                    self.config.hqpm.parallel)
