@@ -15,6 +15,7 @@ The cache is keyed by dataset, variant and version, not by the raw files' conten
 raw files, delete data_dir/<name>/<variant>/ to rebuild.
 """
 import copy
+import fcntl
 import os
 from typing import Any, Optional, Sequence
 
@@ -233,10 +234,26 @@ def prepare_builder(data_cfg: Any) -> tfds.core.DatasetBuilder:
   builder_cls = DATASETS.get(name)
   manual_dir = resolve_manual_dir(data_cfg)
   config = builder_cls.config_for(_field(data_cfg, 'variant', ''), manual_dir)
-  builder = builder_cls(config=config, data_dir=resolve_data_dir(data_cfg),
-                        file_format='array_record')
+  data_dir = resolve_data_dir(data_cfg)
+  builder = builder_cls(config=config, data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
     return builder  # A built cache needs no raw files.
+  # Sweep cells run side by side would build the same files at once (and TFDS's final rename
+  # fails for all but one): one builder at a time per dataset, the others then find it built.
+  os.makedirs(data_dir, exist_ok=True)
+  lock_path = os.path.join(data_dir, f'.prepare-{name}-{config.name}.lock')
+  with open(lock_path, 'a', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = builder_cls(config=config, data_dir=data_dir, file_format='array_record')
+      if builder.is_prepared():
+        return builder
+      return _download_and_prepare(builder, name, manual_dir)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download_and_prepare(builder, name: str, manual_dir: str):
   if name in _GENERATED:
     manual_dir = ''  # A stale $NSEGJAX_MANUAL_DIR must not break a dataset that reads no files.
   elif not manual_dir:

@@ -526,9 +526,9 @@ def cached_apply_noise(cache_dir: str | os.PathLike, cache_name: str, masks: np.
   noisy, records = apply_noise(masks, indices, protocol, params, seed, chunk, num_samples)
   cache_dir.mkdir(parents=True, exist_ok=True)
   # Write to temporary names and rename, so an interrupted run never leaves a half file.
-  tmp_log = log_path.with_name(log_path.name + '.tmp')
+  tmp_log = log_path.with_name(f'{log_path.name}.{os.getpid()}.tmp')  # side-by-side runs: own tmp
   write_noise_log(records, tmp_log)
-  tmp_npz = npz_path.with_name(npz_path.name + '.tmp')
+  tmp_npz = npz_path.with_name(f'{npz_path.name}.{os.getpid()}.tmp')
   with open(tmp_npz, 'wb') as f:
     np.savez_compressed(f, noisy=noisy, indices=np.asarray(indices, np.int64),
                         cache_key=np.array(key))
@@ -652,9 +652,9 @@ def cached_dataset_noise(cache_dir: str | os.PathLike, cache_name: str,
   truth, label, records = apply_dataset_noise(masks_by_name, indices, protocol, params, seed)
   Path(cache_dir).mkdir(parents=True, exist_ok=True)
   # Temporary names, then renames: an interrupted run never leaves a half file.
-  tmp_log = log_path.with_name(log_path.name + '.tmp')
+  tmp_log = log_path.with_name(f'{log_path.name}.{os.getpid()}.tmp')  # side-by-side runs: own tmp
   write_noise_log(records, tmp_log)
-  tmp_npz = npz_path.with_name(npz_path.name + '.tmp')
+  tmp_npz = npz_path.with_name(f'{npz_path.name}.{os.getpid()}.tmp')
   with open(tmp_npz, 'wb') as f:
     np.savez_compressed(f, noisy=label, truth=truth, indices=np.asarray(indices, np.int64),
                         cache_key=np.array(key))
