@@ -1,6 +1,6 @@
 """CPU profile: every method on Kvasir-SEG at 128×128 with the default U-Net, 3 seeds.
 
-  NSEGJAX_MANUAL_DIR=../shared/data python -m launch.sweep --grid=launch/grids/cpu_kvasir.py \
+  NSEGJAX_MANUAL_DIR=../shared/data/kvasir_seg python -m launch.sweep --grid=launch/grids/cpu_kvasir.py \
       --sweep_dir=results/cpu_kvasir --parallel=1
   python -m launch.report --sweep=results/cpu_kvasir
 

@@ -5,6 +5,7 @@ from nsegjax.methods.des import DES
 from nsegjax.methods.gt_correct import GTCorrect
 from nsegjax.methods.hqpm import HQPM
 from nsegjax.methods.jcas import JCAS
+from nsegjax.methods.mtcl import MTCL
 from nsegjax.methods.robust_losses import GCE, SCE, SparseReg
 from nsegjax.methods.supervised import CENoisy, Clean
 from nsegjax.methods.trinet import TriNet
@@ -13,7 +14,7 @@ from nsegjax.registry import Registry
 
 METHODS = Registry('method')
 for _cls in (CENoisy, Clean, JCAS, DES, GTCorrect, HQPM, GCE, SCE, SparseReg, VolMin,
-             CoTeaching, TriNet):
+             CoTeaching, TriNet, MTCL):
   METHODS.register(_cls.name)(_cls)
 
 

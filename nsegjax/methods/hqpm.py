@@ -48,6 +48,7 @@ from nsegjax.data.pipeline import eval_batches, gather_augmented, normalize_imag
 from nsegjax.errors import ConfigError
 from nsegjax.methods import hqpm_rules as rules
 from nsegjax.methods import networks
+from nsegjax.methods.clean_subset import augment_jointly, choose_clean_subset
 from nsegjax.methods.base import LossAux, Method
 from nsegjax.models.nin import NoiseIdentificationNet
 from nsegjax.noise import generate as noise_gen
@@ -60,20 +61,12 @@ CHOICES = {'soften': ('slsr', 'ensemble'), 'sampling': ('proportional', 'balance
            'parallel': networks.PARALLEL_CHOICES,
            'revise_select': ('fixed', 'clean_subset')}
 _FRESH_NOISE_STREAM = 0x4851504D  # 'HQPM': keeps the fresh corruptions off every other stream
-_CLEAN_SUBSET_STREAM = 7
 _SELECTION_STEP = 2**31 - 1  # the fresh corruption that selects thresholds: no training step
 
 
 # ------------------------------------------------------------------------------------------------
 # Pure pieces
 # ------------------------------------------------------------------------------------------------
-
-
-def choose_clean_subset(seed: int, num_samples: int, fraction: float) -> np.ndarray:
-  """Sorted indices of D_c: round(fraction·N) samples (at least one) drawn from `seed`."""
-  count = min(max(int(round(fraction * num_samples)), 1), num_samples)
-  rng = np.random.default_rng([seed, _CLEAN_SUBSET_STREAM])
-  return np.sort(rng.choice(num_samples, count, replace=False))
 
 
 def fresh_corruption_keys(seed: int, index: jax.Array, step: jax.Array) -> jax.Array:
@@ -91,29 +84,6 @@ def fresh_imperfect_labels(keys: jax.Array, clean: jax.Array, corrupt_fn, alpha:
     return jnp.where(jax.random.uniform(pick_key) < alpha, noisy, mask)
 
   return jax.vmap(one)(keys, clean)
-
-
-def augment_jointly(key: jax.Array, images: jax.Array, masks: tuple, intensity: float):
-  """Per sample: random horizontal / vertical flips, a 90° rotation (square images) and
-  x ← x·(1 + U(±intensity)) + U(±intensity) on the normalised image; masks move with it."""
-  square = images.shape[1] == images.shape[2]
-
-  def one(key, image, *labels):
-    keys = jax.random.split(key, 5)
-    arrays = (image,) + labels
-    flip_w, flip_h = jax.random.bernoulli(keys[0]), jax.random.bernoulli(keys[1])
-    arrays = tuple(jnp.where(flip_w, a[:, ::-1], a) for a in arrays)
-    arrays = tuple(jnp.where(flip_h, a[::-1], a) for a in arrays)
-    if square:
-      turns = jax.random.randint(keys[2], (), 0, 4)
-      arrays = tuple(lax.switch(turns, [lambda a, k=k: jnp.rot90(a, k) for k in range(4)], a)
-                     for a in arrays)
-    gain = 1.0 + jax.random.uniform(keys[3], (), minval=-intensity, maxval=intensity)
-    bias = jax.random.uniform(keys[4], (), minval=-intensity, maxval=intensity)
-    return (arrays[0] * gain + bias,) + arrays[1:]
-
-  out = jax.vmap(one)(jax.random.split(key, images.shape[0]), images, *masks)
-  return out[0], out[1:]
 
 
 def nin_input(images: jax.Array, labels: jax.Array) -> jax.Array:
