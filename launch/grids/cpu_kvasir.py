@@ -11,7 +11,7 @@ ce_noisy cell takes ~5 min on 2 cores, DES and HQPM (several networks per step) 
 Validation uses the noisy labels: no clean validation set is granted.
 """
 METHODS = ('ce_noisy', 'clean', 'gce', 'sce', 'sparsereg', 'volmin', 'coteach', 'trinet',
-           'jcas', 'des', 'gt_correct', 'hqpm')
+           'mtcl', 'adele', 'jcas', 'des', 'gt_correct', 'hqpm')
 
 
 def get_grid():

@@ -1,5 +1,6 @@
 """Noisy-label methods, one file each, found by name: `create_method(config)`."""
 from nsegjax.methods.base import LossAux, Method
+from nsegjax.methods.adele import ADELE
 from nsegjax.methods.coteach import CoTeaching
 from nsegjax.methods.des import DES
 from nsegjax.methods.gt_correct import GTCorrect
@@ -14,7 +15,7 @@ from nsegjax.registry import Registry
 
 METHODS = Registry('method')
 for _cls in (CENoisy, Clean, JCAS, DES, GTCorrect, HQPM, GCE, SCE, SparseReg, VolMin,
-             CoTeaching, TriNet, MTCL):
+             CoTeaching, TriNet, MTCL, ADELE):
   METHODS.register(_cls.name)(_cls)
 
 
