@@ -30,7 +30,8 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
   c.method = 'ce_noisy'
   c.ce = dict(dice_weight=1.0, fg_weight='none')  # loss of ce_noisy / clean
 
-  c.model = dict(name='unet', depth=4, base_width=16, dropout=0.0, dtype='float32')
+  c.model = dict(name='unet', depth=4, base_width=16, dropout=0.0, dtype='float32',
+                 upsample='matmul')  # U-Net up-convolutions: matmul | conv_transpose (same maths)
 
   c.data = dict(name=name, variant=variant, image_size=size,
                 manual_dir='',  # raw files of a real dataset; '' → $NSEGJAX_MANUAL_DIR

@@ -56,6 +56,28 @@ def test_dropout_is_active_only_in_training():
   assert not jnp.allclose(t1, t2)
 
 
+def test_upsample_by_matmul_equals_the_transposed_convolution():
+  """Same parameters, initial values, outputs and gradients as nn.ConvTranspose."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+  nets = [models.UNet(num_classes=3, depth=3, base_width=4, upsample=u)
+          for u in ('conv_transpose', 'matmul')]
+  variables = [n.init(jax.random.key(0), x) for n in nets]
+  chex.assert_trees_all_equal(*variables)
+
+  def loss(params, net):
+    out, _ = net.apply({'params': params, 'batch_stats': variables[0]['batch_stats']}, x,
+                       train=True, mutable=['batch_stats'])
+    return jnp.mean(out ** 2)
+
+  params = variables[0]['params']
+  np.testing.assert_allclose(nets[1].apply(variables[0], x), nets[0].apply(variables[0], x),
+                             atol=1e-5)
+  chex.assert_trees_all_close(jax.grad(loss)(params, nets[1]), jax.grad(loss)(params, nets[0]),
+                              atol=1e-5)
+  with pytest.raises(ValueError, match='model.upsample'):
+    models.UNet(num_classes=3, depth=3, upsample='bilinear').init(jax.random.key(0), x)
+
+
 def test_unknown_model_and_dtype_name_choices():
   with pytest.raises(ConfigError, match='valid choices:.*unet'):
     make(name='resnet9000')

@@ -127,7 +127,7 @@ def test_killed_and_resumed_run_ends_with_uninterrupted_metrics(tmp_path, data_d
 
 
 @pytest.mark.parametrize('key,value,message', [
-    ('method', 'nope', 'valid choices: ce_noisy, clean'),
+    ('method', 'nope', 'valid choices: adele, ce_noisy, clean, coteach'),
     ('noise.name', 'nope', 'valid choices: abn'),
     ('data.name', 'nope', 'valid choices:'),
     ('eval.val_labels', 'gold', 'valid choices: noisy, clean'),

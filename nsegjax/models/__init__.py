@@ -20,6 +20,8 @@ def create_model(model_cfg, num_classes: int):
   cls = MODELS.get(kwargs.pop('name'))
   dtype = kwargs.pop('dtype', 'float32')
   kwargs.pop('weights', None)  # a file for Method.load_weights, not a module attribute
+  if 'upsample' not in cls.__dataclass_fields__:  # the default config's U-Net-only choice
+    kwargs.pop('upsample', None)
   if dtype not in _DTYPES:
     raise ConfigError(f'unknown model.dtype {dtype!r}; valid choices: {", ".join(_DTYPES)}')
   try:

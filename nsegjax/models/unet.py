@@ -3,6 +3,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+
+UPSAMPLE_CHOICES = ('matmul', 'conv_transpose')
 
 
 class ConvBlock(nn.Module):
@@ -19,6 +22,25 @@ class ConvBlock(nn.Module):
     return x
 
 
+class Upsample2x(nn.Module):
+  """`nn.ConvTranspose(features, (2, 2), strides=(2, 2))` computed as one matmul and a
+  reshape: the same parameters (kernel [2, 2, in, out], bias), initial values and outputs. The
+  2×2 stride-2 windows do not overlap, so each input pixel fills its own 2×2 output block; the
+  transposed convolution's kernel runs flipped, hence `kernel[::-1, ::-1]`."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (2, 2, x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+    batch, height, width, _ = x.shape
+    y = jnp.einsum('bhwc,pqco->bhpwqo', x, kernel[::-1, ::-1])
+    return y.reshape(batch, 2 * height, 2 * width, self.features) + bias
+
+
 class UNet(nn.Module):
   """U-Net: `depth` 2×2 max-pool levels, widths base_width·2^level.
 
@@ -33,6 +55,9 @@ class UNet(nn.Module):
   base_width: int = 16
   dropout: float = 0.0
   embedding_dim: int = 0
+  # matmul: the decoder's 2×2 up-convolutions as `Upsample2x` (same parameters and outputs;
+  # XLA:CPU runs the strided transposed convolution much slower) | conv_transpose
+  upsample: str = 'matmul'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -41,6 +66,9 @@ class UNet(nn.Module):
     """`dropout_on` (default: `train`) lets Monte-Carlo dropout run with BatchNorm in eval mode
     (DES's uncertainty passes)."""
     deterministic = not (train if dropout_on is None else dropout_on)
+    if self.upsample not in UPSAMPLE_CHOICES:
+      raise ValueError(f'unknown model.upsample {self.upsample!r}; valid choices: '
+                       f'{", ".join(UPSAMPLE_CHOICES)}')
     if any(s % 2**self.depth for s in x.shape[1:3]):
       raise ValueError(f'U-Net of depth {self.depth} needs H and W divisible by '
                        f'{2**self.depth}, got {x.shape[1:3]}')
@@ -54,7 +82,11 @@ class UNet(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
     for level in reversed(range(self.depth)):
       width = self.base_width * 2**level
-      x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+      name = f'ConvTranspose_{self.depth - 1 - level}'  # one parameter tree for both choices
+      if self.upsample == 'matmul':
+        x = Upsample2x(width, self.dtype, name=name)(x)
+      else:
+        x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype, name=name)(x)
       x = jnp.concatenate([skips[level], x], axis=-1)
       x = ConvBlock(width, self.dtype)(x, train)
     features = x
