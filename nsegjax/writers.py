@@ -68,3 +68,16 @@ class Progress:
     eta = (self.total - step) * self.batch / max(rate, 1e-9)
     print(f'step {step}/{self.total} ({100 * step / self.total:.0f}%)  loss {loss:.4f}  '
           f'{rate:.1f} img/s  ETA {int(eta) // 60}m{int(eta) % 60:02d}s', file=sys.stderr, flush=True)
+
+
+def write_epoch_record(path: str, record: dict) -> None:
+  """Appends an epoch-hook record (with 'epoch') to a JSONL log, dropping any record of that
+  epoch or later first: a resumed run redoes the hook of the epoch it resumed at, so it
+  replaces rather than repeats it. Rewritten atomically."""
+  kept = []
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      kept = [line for line in f if json.loads(line)['epoch'] < record['epoch']]
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(kept + [json.dumps(record) + '\n'])
+  os.replace(path + '.tmp', path)

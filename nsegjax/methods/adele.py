@@ -20,7 +20,6 @@ Label bank [N, H, W] in the samples' own coordinates (read in the batch's augmen
 run resumes exactly. `adele_classes.jsonl` logs each epoch's IoUs, fits and starts; the bank's
 Dice against the clean truth is logged as `adele_bank/*`.
 """
-import json
 import os
 import warnings
 
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from nsegjax import losses, metrics, resize
+from nsegjax import losses, metrics, resize, writers
 from nsegjax.data.pipeline import eval_batches, gather_augmented, normalize_images
 from nsegjax.errors import ConfigError
 from nsegjax.methods.base import LossAux, Method
@@ -236,11 +235,5 @@ class ADELE(Method):
   def _log_epoch(self, context, record):
     if jax.process_index() != 0:
       return
-    path = os.path.join(context.workdir, 'adele_classes.jsonl')
-    kept = []  # a resumed run redoes the hook of the epoch it resumed at: replace, not repeat
-    if os.path.exists(path):
-      with open(path, encoding='utf-8') as f:
-        kept = [line for line in f if json.loads(line)['epoch'] < record['epoch']]
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.writelines(kept + [json.dumps(metrics.json_safe(record)) + '\n'])
-    os.replace(path + '.tmp', path)
+    writers.write_epoch_record(os.path.join(context.workdir, 'adele_classes.jsonl'),
+                               metrics.json_safe(record))

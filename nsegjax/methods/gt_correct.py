@@ -29,7 +29,6 @@ batch's augmented coordinates through the pipeline's `source_pixel` map
 (`pipeline.gather_augmented`). Every hook is a pure function of the state, so a run killed at
 any point resumes exactly.
 """
-import json
 import os
 
 import jax
@@ -37,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nsegjax import losses, metrics, mixture
+from nsegjax import losses, metrics, mixture, writers
 from nsegjax.data.pipeline import eval_batches, gather_augmented, normalize_images
 from nsegjax.errors import ConfigError
 from nsegjax.methods.base import LossAux, Method
@@ -308,14 +307,8 @@ class GTCorrect(Method):
           f'recall {scores["recall"]:.3f}', flush=True)
     if jax.process_index() != 0:
       return
-    path = os.path.join(context.workdir, 'gt_rounds.jsonl')
-    kept = []  # a resumed run redoes the hook of the epoch it resumed at: replace, not repeat
-    if os.path.exists(path):
-      with open(path, encoding='utf-8') as f:
-        kept = [line for line in f if json.loads(line)['epoch'] < record['epoch']]
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.writelines(kept + [json.dumps(metrics.json_safe(record)) + '\n'])
-    os.replace(path + '.tmp', path)
+    writers.write_epoch_record(os.path.join(context.workdir, 'gt_rounds.jsonl'),
+                               metrics.json_safe(record))
 
   def _log_bank(self, context, state, bank):
     """How far the bank is from the clean truth: the revised labels' Dice before/after."""
