@@ -14,16 +14,20 @@
 The cache is keyed by dataset, variant and version, not by the raw files' contents: after editing
 raw files, delete data_dir/<name>/<variant>/ to rebuild.
 """
+import contextlib
 import copy
 import fcntl
+import logging
 import os
+import sys
 from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
-from nsegjax.data.builders import FolderSegmentation, Jsrt, KvasirSeg, Oocytes
+from nsegjax.data.builders import FolderSegmentation, Jsrt, KvasirSeg, Oocytes, empty_mask_notice
 from nsegjax.data.synthetic import SyntheticLesion, make_lesion_sample
 from nsegjax.errors import ConfigError, DataError
 from nsegjax.registry import Registry
@@ -223,6 +227,30 @@ def resolve_manual_dir(data_cfg: Any) -> str:
   return os.path.abspath(os.path.expanduser(manual_dir)) if manual_dir else ''
 
 
+class _DropTfdsChatter(logging.Filter):
+  """Drops TFDS's warnings about custom configs and missing dataset_info.json, which every build
+  of a `folder` dataset triggers and which would bury the one line that says what is wrong."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.ERROR or
+            f'{os.sep}tensorflow_datasets{os.sep}' not in record.pathname)
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS without its absl warnings and progress bars on stderr, restored afterwards."""
+  absl_logger = logging.getLogger('absl')
+  chatter = _DropTfdsChatter()
+  progress_bars = tqdm_utils._active  # pylint: disable=protected-access  (no public getter)
+  absl_logger.addFilter(chatter)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(progress_bars)
+    absl_logger.removeFilter(chatter)
+
+
 def prepare_builder(data_cfg: Any) -> tfds.core.DatasetBuilder:
   """The dataset's builder, with its ArrayRecord files written if they were not yet.
 
@@ -230,6 +258,11 @@ def prepare_builder(data_cfg: Any) -> tfds.core.DatasetBuilder:
     ConfigError: unknown dataset or variant.
     DataError: raw files needed but not configured, missing or inconsistent.
   """
+  with _quiet_tfds():
+    return _prepare_builder(data_cfg)
+
+
+def _prepare_builder(data_cfg: Any) -> tfds.core.DatasetBuilder:
   name = _field(data_cfg, 'name', '')
   builder_cls = DATASETS.get(name)
   manual_dir = resolve_manual_dir(data_cfg)
@@ -263,6 +296,8 @@ def _download_and_prepare(builder, name: str, manual_dir: str):
     raise DataError(f'missing folder {manual_dir} (config.data.manual_dir or ${MANUAL_DIR_ENV})')
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
   builder.download_and_prepare(download_config=download_config)
+  if notice := empty_mask_notice(builder):
+    print(notice, file=sys.stderr, flush=True)
   return builder
 
 
@@ -284,8 +319,10 @@ def load_split(data_cfg: Any, split: str) -> SegmentationSource:
     raise ConfigError(f'config.data.image_size must be >= 0 (0 = native), got {image_size}')
   builder = prepare_builder(data_cfg)
   config = builder.builder_config
+  with _quiet_tfds():
+    records = builder.as_data_source(split=split)
   return SegmentationSource(
-      builder.as_data_source(split=split),
+      records,
       name=f'{builder.name}/{config.name}',
       split=split,
       image_size=image_size,

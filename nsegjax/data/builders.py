@@ -15,7 +15,8 @@ Splits (fixed, so results are comparable across machines and runs):
   * oocytes (ar | hs | sg | majority): file-name prefix train_ / validate_ / test_ gives
     90 / 5 / 5. `mask` is rater AR, HS or SG, or their per-pixel strict majority; every variant
     also stores all three raters' masks (`raters`, for the `rater` noise protocol).
-  * folder: like kvasir_seg (80/10/10 by hash rank), for any folder.
+  * folder: like kvasir_seg (80/10/10 by hash rank), for any folder; binary unless the folder
+    holds a classes.txt naming the classes, one per line (line i is class id i).
 Hash ranking, unlike a seeded permutation, does not depend on NumPy's random streams, and adding a
 file never moves the others between splits. Within a split, examples are sorted by stem and
 `index` is their position, so `source[i]['index'] == i`.
@@ -25,6 +26,9 @@ file stem. Datasets with several raters add `raters` uint8 [R, H, W], one mask p
 order of the config's `rater_names`. Image and mask sizes are stored per example (shape
 (None, None, C)), so copies of a dataset at other resolutions (e.g. the original, variable-size
 Kvasir-SEG) build as well.
+
+Bad files stop the build with a one-line `DataError` naming the file (see `folders`); masks that
+are all background are kept, and the build reports how many there are (`empty_mask_notice`).
 """
 import dataclasses
 import hashlib
@@ -172,20 +176,26 @@ class _FolderBackedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
       folders.inspect_pairs(pairs)
     by_stem = {pair.stem: pair for pair in pairs}
     stems_per_split = self._split_stems(root, sorted(by_stem))
-    return {split: self._generate_examples([by_stem[stem] for stem in stems], num_channels)
+    self.mask_census = {}  # split -> (empty masks, examples), filled as each split is written.
+    return {split: self._generate_examples(split, [by_stem[stem] for stem in stems], num_channels)
             for split, stems in stems_per_split.items()}
 
   def _split_stems(self, root: str, stems: list[str]) -> dict[str, list[str]]:
     del root
     return split_by_fraction(stems)
 
-  def _generate_examples(self, pairs: Sequence[folders.Pair], num_channels: int) -> Iterator:
+  def _generate_examples(self, split: str, pairs: Sequence[folders.Pair],
+                         num_channels: int) -> Iterator:
+    num_classes = len(self.builder_config.class_names)
+    empty = 0
     for index, pair in enumerate(pairs):
-      image, masks = folders.read_pair(pair, num_channels)
+      image, masks = folders.read_pair(pair, num_channels, num_classes)
       example = {'index': index, 'image': image, 'mask': self._combine(masks), 'name': pair.stem}
       if self.builder_config.rater_names:
         example['raters'] = np.stack(masks)
+      empty += not example['mask'].any()
       yield index, example
+    self.mask_census[split] = (empty, len(pairs))
 
   def _combine(self, masks: list[np.ndarray]) -> np.ndarray:
     config = self.builder_config
@@ -194,6 +204,23 @@ class _FolderBackedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     if config.combine in config.rater_names:
       return masks[config.rater_names.index(config.combine)]
     return masks[0]
+
+
+def empty_mask_notice(builder: tfds.core.DatasetBuilder) -> Optional[str]:
+  """One line saying how many of the masks a build just wrote are all background, or None.
+
+  Empty masks are legitimate in medical data (a healthy scan), so they are kept; the line makes
+  sure a folder of accidentally blank masks does not go unnoticed.
+  """
+  census = getattr(builder, 'mask_census', None) or {}
+  empty = sum(count for count, _ in census.values())
+  if not empty:
+    return None
+  total = sum(size for _, size in census.values())
+  per_split = ', '.join(f'{split} {count}' for split, (count, _) in census.items())
+  return (f'note: {empty} of {total} masks of {builder.name}/{builder.builder_config.name} are '
+          f'empty (all background; {per_split}): kept, and config.eval.empty sets how metrics '
+          f'score them')
 
 
 class KvasirSeg(_FolderBackedBuilder, skip_registration=True):
@@ -286,10 +313,13 @@ class Oocytes(_FolderBackedBuilder, skip_registration=True):
 
 
 class FolderSegmentation(_FolderBackedBuilder, skip_registration=True):
-  """Any folder with `images/` and binary `masks/`; seeded 80/10/10 split.
+  """Any folder with `images/` and `masks/`; seeded 80/10/10 split.
 
-  The folder is part of the config, and the config name carries a short hash of its absolute
-  path, so two folders never share a cache directory under `data_dir/folder/`.
+  Masks are binary unless the folder holds a classes.txt (one class name per line, line i naming
+  id i), whose masks then store the ids. The folder is part of the config, and the config name
+  carries a short hash of its absolute path (and of the class names, when listed), so two folders
+  never share a cache directory under `data_dir/folder/`, and a cache never outlives a change of
+  classes.
   """
 
   name = 'folder'
@@ -302,8 +332,10 @@ class FolderSegmentation(_FolderBackedBuilder, skip_registration=True):
     if not manual_dir:
       raise DataError(f'dataset {cls.name!r} needs a folder: {_MANUAL_INSTRUCTIONS}')
     folder = os.path.abspath(os.path.expanduser(manual_dir))
-    return SegmentationConfig(name=folder_cache_name(folder), folder=folder,
-                              description=f'Images and masks from {folder}.')
+    class_names = folders.read_class_names(folder)
+    return SegmentationConfig(name=folder_cache_name(folder, class_names), folder=folder,
+                              description=f'Images and masks from {folder}.',
+                              class_names=class_names or ('background', 'foreground'))
 
   def _dataset_root(self, dl_manager) -> str:
     del dl_manager  # The config names the folder, so the cache key and the files always agree.
@@ -312,8 +344,12 @@ class FolderSegmentation(_FolderBackedBuilder, skip_registration=True):
     return find_dataset_root(self.builder_config.folder, None)
 
 
-def folder_cache_name(folder: str) -> str:
-  """'<readable base name>-<8 hex of SHA-256 of the absolute path>', a valid config name."""
+def folder_cache_name(folder: str, class_names: Optional[Sequence[str]] = None) -> str:
+  """'<readable base name>-<8 hex of SHA-256 of the absolute path>', a valid config name.
+
+  Listed class names (classes.txt) enter the hash, so editing them builds afresh.
+  """
   folder = os.path.abspath(folder)
   readable = re.sub(r'[^A-Za-z0-9_]+', '_', os.path.basename(folder.rstrip(os.sep)))[:40] or 'root'
-  return f'{readable}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}'
+  key = folder if class_names is None else '\n'.join([folder, *class_names])
+  return f'{readable}-{hashlib.sha256(key.encode()).hexdigest()[:8]}'

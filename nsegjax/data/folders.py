@@ -1,10 +1,12 @@
 """Raw image/mask folders: pair files by stem, read them with PIL, and fail with one-line errors.
 
 A dataset folder holds `images/` and one or more mask folders (`masks/` by default), with the same
-file stem on both sides (`a.jpg` <-> `a.png`). Images come back as uint8 [H, W, C] (grey C=1,
-colour C=3); masks as uint8 [H, W] class ids. Every problem raises `DataError` with one line that
-names the offending file or folder, because a builder that fails after minutes of work must say
-exactly what to fix.
+file stem on both sides (`a.jpg` <-> `a.png`); hidden files and files without an image extension
+are ignored. Images come back as uint8 [H, W, C] (grey C=1, colour C=3); masks as uint8 [H, W]
+class ids. The rules for odd files (mixed grey and colour, alpha, palettes, 16-bit data, masks
+saved as 0/255 or as JPEG) are in `read_image` and `read_mask`. Every problem raises `DataError`
+with one line that names the offending file or folder, because a builder that fails after minutes
+of work must say exactly what to fix. Nothing here ever writes to the user's folders.
 """
 import dataclasses
 import os
@@ -15,6 +17,7 @@ from PIL import Image
 
 from nsegjax.errors import DataError
 
+CLASSES_FILE = 'classes.txt'
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp'})
 _HIGH_DEPTH_MODES = frozenset({'I', 'I;16', 'I;16B', 'I;16L', 'F'})
 _GREY_MODES = frozenset({'1', 'L', 'LA', 'La'}) | _HIGH_DEPTH_MODES
@@ -82,18 +85,28 @@ def _files_by_stem(folder: str) -> dict[str, str]:
   return by_stem
 
 
-def _open(path: str, what: str) -> Image.Image:
-  """Opens and fully decodes `path`, so truncated files fail here, naming the file."""
+def _open(path: str, what: str) -> tuple[Image.Image, Optional[str]]:
+  """Opens and fully decodes `path`, so truncated files fail here, naming the file.
+
+  Returns:
+    The decoded image and its file format ('PNG', 'JPEG', ...), which `copy` does not keep.
+  """
   try:
     with Image.open(path) as opened:
       opened.load()
-      return opened.copy()
+      return opened.copy(), opened.format
   except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
     raise DataError(f'cannot read {what} {path}: {_first_line(error)}') from None
 
 
 def read_image(path: str, num_channels: Optional[int] = None) -> np.ndarray:
   """Reads an image as uint8 [H, W, C].
+
+  Grey modes (1, L, LA, grey palettes, 16-bit I;16, 32-bit I, float F) give one grey channel,
+  repeated to `num_channels`; colour modes become RGB (alpha dropped, colour palettes looked up)
+  or, with num_channels 1, their luminance. 16-bit and float grey is scaled to 8 bits by the
+  image's own minimum and maximum (see `_high_depth_to_uint8`). 16-bit colour PNGs reach us as
+  8-bit RGB: Pillow keeps the high byte of each channel.
 
   Args:
     path: image file.
@@ -102,7 +115,7 @@ def read_image(path: str, num_channels: Optional[int] = None) -> np.ndarray:
   Raises:
     DataError: the file cannot be decoded.
   """
-  image = _open(path, 'image')
+  image, _ = _open(path, 'image')
   if not _is_colour(image):
     if image.mode in _HIGH_DEPTH_MODES:
       grey = _high_depth_to_uint8(np.asarray(image))
@@ -121,38 +134,108 @@ def _is_colour_palette(image: Image.Image) -> bool:
 
 
 def _high_depth_to_uint8(array: np.ndarray) -> np.ndarray:
-  """16-bit or float grey (e.g. X-ray) -> uint8, stretched by the image's own maximum."""
+  """16-bit, 32-bit or float grey (X-ray, CT, microscopy) -> uint8 by the image's own min and max.
+
+  Not by the dtype's range: X-ray PNGs often hold 12-bit data in 16 bits (0..4095), which that
+  would squeeze into 16 grey levels. The network sees every image standardised by its own mean
+  and std (pipeline.normalize_images), so any per-image linear map gives it the same input, and
+  min-max is the one that keeps the most grey levels. A flat image becomes 0.
+  """
   array = array.astype(np.float64)
-  peak = array.max()
-  if peak <= 255:
-    return np.clip(array, 0, 255).astype(np.uint8)
-  return np.clip(np.rint(array / peak * 255), 0, 255).astype(np.uint8)
+  low, high = array.min(), array.max()
+  return np.rint((array - low) * (255 / ((high - low) or 1))).astype(np.uint8)
 
 
-def read_mask(path: str) -> np.ndarray:
-  """Reads a binary mask as uint8 [H, W] in {0, 1}.
+def read_mask(path: str, num_classes: int = 2) -> np.ndarray:
+  """Reads a mask as uint8 [H, W] class ids in [0, num_classes).
 
-  Masks saved as 0/255 (or anti-aliased grey) are thresholded at > 127; masks already saved as
-  0/1 are kept, since thresholding them would silently erase the foreground.
+  Binary masks (num_classes 2) are read by grey level (colour and palette masks by luminance,
+  16-bit and 32-bit masks by their raw values):
+    * if any value is >= 128 (0/255 masks, anti-aliased edges, JPEG artefacts such as 0..12 and
+      243..255, 16-bit 0/65535), >= 128 is foreground;
+    * else a lossless mask of 0s and 1s is kept as ids (thresholding it would erase it); JPEG is
+      lossy, so its faint values are never taken for ids;
+    * else (0/1/2 class ids, a dark palette colour, a soft 0..1 mask) the mask is ambiguous and
+      rejected.
+  Multi-class masks must hold the ids themselves, as grey values (any depth) or palette indices;
+  any other value is rejected, and so is a colour mask whose channels differ.
 
   Raises:
-    DataError: the file cannot be decoded.
+    DataError: the file cannot be decoded or holds values that are not class ids; the message
+      names the file and the values.
   """
-  mask = np.asarray(_open(path, 'mask').convert('L'))
-  if mask.max() <= 1:
-    return mask.astype(np.uint8)
-  return (mask > 127).astype(np.uint8)
+  image, file_format = _open(path, 'mask')
+  if num_classes == 2:
+    return _binary_mask(image, lossy=file_format == 'JPEG', path=path)
+  ids = _mask_ids(image, path)
+  if (bad := np.setdiff1d(np.unique(ids), np.arange(num_classes))).size:
+    raise DataError(f'mask {path} has values {_list_values(bad)} that are not class ids '
+                    f'0..{num_classes - 1}')
+  return ids.astype(np.uint8)
 
 
-def read_pair(pair: Pair,
-              num_channels: Optional[int] = None) -> tuple[np.ndarray, list[np.ndarray]]:
+def _binary_mask(image: Image.Image, lossy: bool, path: str) -> np.ndarray:
+  grey = np.asarray(image) if image.mode in _HIGH_DEPTH_MODES else np.asarray(image.convert('L'))
+  values = np.unique(grey)
+  if values.max() >= 128:
+    return (grey >= 128).astype(np.uint8)
+  if np.isin(values, (0,) if lossy else (0, 1)).all():
+    return grey.astype(np.uint8)
+  if lossy:
+    raise DataError(f'mask {path} has values {_list_values(values)} and none >= 128: a JPEG mask '
+                    f'must be 0/255 (>= 128 is foreground), since JPEG cannot keep 0/1 ids exact')
+  raise DataError(f'mask {path} has values {_list_values(values)}: a binary mask holds 0/1, or '
+                  f'0/255 where >= 128 is foreground (for multi-class masks use the folder '
+                  f'dataset with a {CLASSES_FILE})')
+
+
+def _mask_ids(image: Image.Image, path: str) -> np.ndarray:
+  """The stored values of a multi-class mask: palette indices, grey values, or one of R = G = B."""
+  if image.mode in ('LA', 'La', 'PA'):
+    image = image.getchannel(0)
+  array = np.asarray(image)
+  if array.ndim == 3:
+    if np.ptp(array[..., :3], axis=-1).any():
+      raise DataError(f'mask {path} is a colour image (mode {image.mode}); multi-class masks hold '
+                      f'their class ids as grey values or palette indices')
+    array = array[..., 0]
+  return array
+
+
+def _list_values(values: np.ndarray, limit: int = 8) -> str:
+  shown = ', '.join(str(value) for value in values[:limit].tolist())
+  return shown + (f' (and {len(values) - limit} more)' if len(values) > limit else '')
+
+
+def read_class_names(folder: str) -> Optional[tuple[str, ...]]:
+  """The class names listed in `folder`/classes.txt (one per line, line i is id i), or None.
+
+  Raises:
+    DataError: the file lists fewer than 2 or more than 256 classes, or a name twice.
+  """
+  path = os.path.join(folder, CLASSES_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding='utf-8') as file:
+    names = tuple(line.strip() for line in file if line.strip())
+  if not 2 <= len(names) <= 256:  # Masks store ids as uint8.
+    raise DataError(f'{path} must list 2 to 256 class names, one per line; found {len(names)}')
+  if len(set(names)) < len(names):
+    twice = sorted({name for name in names if names.count(name) > 1})
+    raise DataError(f'{path} lists the class name {twice[0]!r} more than once')
+  return names
+
+
+def read_pair(pair: Pair, num_channels: Optional[int] = None,
+              num_classes: int = 2) -> tuple[np.ndarray, list[np.ndarray]]:
   """Reads an image and all its masks, checking that every mask has the image's size.
 
   Raises:
-    DataError: a file cannot be decoded or a mask's size differs from its image's.
+    DataError: a file cannot be decoded, a mask holds values that are not class ids, or a mask's
+      size differs from its image's.
   """
   image = read_image(pair.image, num_channels)
-  masks = [read_mask(path) for path in pair.masks]
+  masks = [read_mask(path, num_classes) for path in pair.masks]
   for path, mask in zip(pair.masks, masks):
     if mask.shape != image.shape[:2]:
       raise DataError(f'mask {path} is {_size(mask.shape)} but its image {pair.image} is '
