@@ -27,6 +27,10 @@ def get_config(arg: str = 'cpu'):
       t_lr='code',  # code: T at the network's lr | nominal: 10× that
       freeze='auto',  # auto: freeze stem/layer1/layer2 only with pretrained weights | code | none
       bn='code',  # code: BatchNorm γ/β frozen (ResNet) | train
+      # The reference's heads (output stride 8) are coarser than its DAR grid, so its Q is
+      # only ever upsampled; a full-resolution U-Net's Q would be downsampled onto the grid
+      # ('grid') and lose its resolution in the loss and the test fusion. 'native' keeps it.
+      q_res='native',  # native | grid (code)
   )
   config.model.embedding_dim = 32
   if arg == 'reference':
@@ -36,5 +40,5 @@ def get_config(arg: str = 'cpu'):
     config.data.augment = dict(flip=True, rot90=False, min_scale=1.0)
     config.train.update(batch_size=4, num_epochs=400, optimizer='sgd', lr=1e-4, momentum=0.9,
                         weight_decay=5e-4, lr_schedule='poly', warmup_steps=0)
-    config.jcas.update(stage1_epochs=200, grid=64, head_lr_mult=10.0)
+    config.jcas.update(stage1_epochs=200, grid=64, head_lr_mult=10.0, q_res='grid')
   return config

@@ -586,7 +586,7 @@ def heads():
   return f1, q1, f2, q2, labels, w_c, w_a, prior
 
 
-def np_branch(f, q, labels, t_c, t_a):
+def np_branch(f, q, labels, t_c, t_a, q_res='grid'):
   b, c = q.shape[0], q.shape[-1]
   n = GRID[0] * GRID[1]
   fg = np_bilinear(f, GRID).reshape(b, n, -1)
@@ -595,7 +595,7 @@ def np_branch(f, q, labels, t_c, t_a):
   classes = np_nearest(np.where(labels == 255, c, labels), GRID).reshape(b, n)
   size = labels.shape[1:]
   seg = (np_nll(np_bilinear(p, size), labels, t_c)
-         + np_nll(np_bilinear(qg, size), labels, t_c))
+         + np_nll(np_bilinear(q if q_res == 'native' else qg, size), labels, t_c))
   return seg, np_affinity_bce(fg, classes, t_a)
 
 
@@ -690,14 +690,35 @@ def test_jcas_loss_with_one_branch_is_the_main_branch_terms(heads):
     calc.jcas_loss((), jnp.asarray(labels), *_as_f32(w_c, w_a, prior), jnp.asarray(True))
 
 
-def test_branch_losses_shapes_and_dar_logits(heads):
-  f1, q1, _, _, labels, _, _, _ = heads
-  out = calc.branch_losses(*_as_f32(f1, q1), jnp.asarray(labels), grid=GRID, block=None)
+@pytest.mark.parametrize('q_res', ['grid', 'native'])
+def test_branch_losses_shapes_and_dar_logits(heads, q_res):
+  f1, q1, _, _, labels, w_c, w_a, _ = heads
+  out = calc.branch_losses(*_as_f32(f1, q1), jnp.asarray(labels), grid=GRID, block=None,
+                           q_res=q_res)
   chex.assert_shape(out['dar_logits'], (2,) + GRID + (3,))
   chex.assert_shape(out['seg'], ())
-  seg, l_aff = np_branch(f1, q1, labels, None, None)
+  seg, l_aff = np_branch(f1, q1, labels, None, None, q_res)
   np.testing.assert_allclose(out['seg'], seg, rtol=1e-5)
   np.testing.assert_allclose(out['aff'], l_aff, rtol=1e-5)
+
+
+def test_native_q_keeps_a_head_finer_than_the_grid():
+  # A full-resolution head (16×20, the label size) over an 8×8 grid: 'native' reads Q unresized,
+  # 'grid' sees it downsampled and back; DAR (and so 'aff') is the same either way.
+  rng = np.random.default_rng(5)
+  f, q = rng.normal(size=(2, 16, 20, 6)) + 0.5, rng.normal(size=(2, 16, 20, 3))
+  labels = rng.integers(0, 3, size=(2, 16, 20)).astype(np.int32)
+  t_c = np_transition(rng.normal(size=(3, 3)) - 2)
+  outs = {}
+  for q_res in ('grid', 'native'):
+    outs[q_res] = calc.branch_losses(*_as_f32(f, q), jnp.asarray(labels), jnp.asarray(t_c),
+                                     grid=GRID, block=None, q_res=q_res)
+    seg, _ = np_branch(f, q, labels, t_c, None, q_res)
+    np.testing.assert_allclose(outs[q_res]['seg'], seg, rtol=1e-5)
+  assert abs(float(outs['grid']['seg'] - outs['native']['seg'])) > 1e-3
+  np.testing.assert_allclose(outs['grid']['aff'], outs['native']['aff'], rtol=1e-6)
+  with pytest.raises(ValueError, match='q_res'):
+    calc.branch_losses(*_as_f32(f, q), jnp.asarray(labels), grid=GRID, q_res='full')
 
 
 def test_fuse_predictions_and_dar_predict(heads):
@@ -718,3 +739,7 @@ def test_fuse_predictions_and_dar_predict(heads):
   np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(jcas.dar_predict(*_as_f32(f1, q1), (16, 20), grid=GRID, block=24),
                              scores, rtol=1e-5, atol=1e-6)
+  # 'native': softmax(Q) resized from the head's own grid, not from the DAR grid.
+  want = np_bilinear(np_softmax(pg), (16, 20)) + np_bilinear(np_softmax(q1), (16, 20))
+  np.testing.assert_allclose(jcas.dar_predict(*_as_f32(f1, q1), (16, 20), grid=GRID,
+                                              q_res='native'), want, rtol=1e-5, atol=1e-6)

@@ -93,9 +93,14 @@ def fuse_predictions(p_logits, q_logits, size=None):
   """Test-time fusion softmax(P) + softmax(Q), optionally bilinearly resized to `size`.
 
   The reference resizes each softmax before adding them; resizing is linear, so resizing
-  the sum is the same map with one resize instead of two.
+  the sum is the same map with one resize instead of two. P and Q may differ in resolution
+  (`q_res='native'`); then each is resized on its own.
   """
-  fused = jax.nn.softmax(p_logits, axis=-1) + jax.nn.softmax(q_logits, axis=-1)
+  p_probs, q_probs = jax.nn.softmax(p_logits, axis=-1), jax.nn.softmax(q_logits, axis=-1)
+  if p_probs.shape != q_probs.shape:
+    size = size or q_probs.shape[1:3]
+    return resize.resize_bilinear(p_probs, size) + resize.resize_bilinear(q_probs, size)
+  fused = p_probs + q_probs
   if size is not None:
     fused = resize.resize_bilinear(fused, size)
   return fused
@@ -275,13 +280,22 @@ class JcasWeights:
   cacr: float = 0.01
 
 
+Q_RES_CHOICES = ('grid', 'native')
+
+
+def _check_q_res(q_res: str) -> str:
+  if q_res not in Q_RES_CHOICES:
+    raise ValueError(f'q_res must be one of {Q_RES_CHOICES}, got {q_res!r}')
+  return q_res
+
+
 def _flatten_grid(x):
   return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
 def branch_losses(embeddings, logits, labels, t_class=None, t_aff=None, *,
                   grid: Tuple[int, int] = (64, 64), block: Optional[int] = 256,
-                  precision=HIGHEST):
+                  q_res: str = 'grid', precision=HIGHEST):
   """L_seg,b and L_aff,b of one branch, from head outputs at any resolution.
 
   Args:
@@ -292,6 +306,9 @@ def branch_losses(embeddings, logits, labels, t_class=None, t_aff=None, *,
     t_aff: [2, 2] T_A, or None (stage 1).
     grid: the DAR/affinity grid (the code's (H/4, W/5) = 64×64).
     block: row-block size of the memory-linear path; None materialises A.
+    q_res: where the Q term reads Q: 'grid' (code: Q resized onto the DAR grid, then up) or
+      'native' (Q at the head's own resolution, then up). They differ only for heads finer
+      than the grid (a full-resolution U-Net), whose Q 'grid' would downsample.
     precision: matmul precision.
 
   Returns:
@@ -313,15 +330,16 @@ def branch_losses(embeddings, logits, labels, t_class=None, t_aff=None, *,
     p, l_aff = dar_and_affinity_bce_blocked(xhat, q, classes, t_aff, block, precision)
   p_grid = p.reshape(batch, *grid, num_classes)
   up = lambda z: resize.resize_bilinear(z, out_size, precision)
+  q_seg = logits if _check_q_res(q_res) == 'native' else q_grid
   l_seg = (forward_corrected_nll(up(p_grid), labels, t_class, precision)
-           + forward_corrected_nll(up(q_grid), labels, t_class, precision))
+           + forward_corrected_nll(up(q_seg), labels, t_class, precision))
   return {'seg': l_seg, 'aff': l_aff, 'dar_logits': p_grid}
 
 
 def jcas_loss(branches: Sequence[Tuple[jax.Array, jax.Array]], labels, t_class_logits,
               t_aff_logits, prior, stage2, *, weights: JcasWeights = JcasWeights(),
               cacr_index: str = 'code', grid: Tuple[int, int] = (64, 64),
-              block: Optional[int] = 256, precision=HIGHEST):
+              block: Optional[int] = 256, q_res: str = 'grid', precision=HIGHEST):
   """The JCAS training loss of one step, stage 1 or 2 selected by a traced value.
 
     S1: L_seg,2 + 0.1·L_seg,1 + 1.0·L_aff,1 + 0.1·L_aff,2        (no T: T = I)
@@ -340,6 +358,7 @@ def jcas_loss(branches: Sequence[Tuple[jax.Array, jax.Array]], labels, t_class_l
     cacr_index: 'code' or 'math', see `cacr_loss`.
     grid: DAR/affinity grid.
     block: row-block size of the memory-linear affinity; None materialises A.
+    q_res: 'grid' | 'native', see `branch_losses`.
     precision: matmul precision.
 
   Returns:
@@ -354,7 +373,7 @@ def jcas_loss(branches: Sequence[Tuple[jax.Array, jax.Array]], labels, t_class_l
   t_aff = transition_matrix(t_aff_logits)
   t_class_used = jnp.where(stage2, t_class, jnp.eye(t_class.shape[0], dtype=t_class.dtype))
   t_aff_used = jnp.where(stage2, t_aff, jnp.eye(2, dtype=t_aff.dtype))
-  kwargs = dict(grid=grid, block=block, precision=precision)
+  kwargs = dict(grid=grid, block=block, q_res=q_res, precision=precision)
   main = branch_losses(*branches[-1], labels, t_class_used, t_aff_used, **kwargs)
   vol = volume_loss(t_class, t_aff)
   cacr = cacr_loss(t_class, t_aff, prior, cacr_index)
@@ -371,7 +390,7 @@ def jcas_loss(branches: Sequence[Tuple[jax.Array, jax.Array]], labels, t_class_l
 
 
 def dar_predict(embeddings, logits, out_size, *, grid: Tuple[int, int] = (32, 32),
-                block: Optional[int] = None, precision=HIGHEST):
+                block: Optional[int] = None, q_res: str = 'grid', precision=HIGHEST):
   """Test-time JCAS probabilities: up(softmax(P) + softmax(Q)) on a `grid` DAR (code: 32×32).
 
   Args:
@@ -380,6 +399,8 @@ def dar_predict(embeddings, logits, out_size, *, grid: Tuple[int, int] = (32, 32
     out_size: (H, W) of the prediction.
     grid: DAR grid, `jcas.test_dar_size`.
     block: None materialises A (cheap at 32×32); an int uses the blocked DAR.
+    q_res: 'grid' (code: softmax(Q) on the DAR grid) or 'native' (softmax(Q) at the head's
+      resolution, so a full-resolution head is not blurred by the fusion).
 
   Returns:
     [B, H, W, C] fused scores (sum of two softmaxes: argmax them, or halve for probabilities).
@@ -391,4 +412,5 @@ def dar_predict(embeddings, logits, out_size, *, grid: Tuple[int, int] = (32, 32
   q = _flatten_grid(q_grid)
   p = (aff.dar_naive(xhat, q, precision) if block is None
        else aff.dar_blocked(xhat, q, block, precision))
-  return fuse_predictions(p.reshape(batch, *grid, num_classes), q_grid, out_size)
+  q_fused = logits if _check_q_res(q_res) == 'native' else q_grid
+  return fuse_predictions(p.reshape(batch, *grid, num_classes), q_fused, out_size)

@@ -42,6 +42,7 @@ FIDELITY_CHOICES = {
     't_lr': ('code', 'nominal'),
     'freeze': ('auto', 'code', 'none'),
     'bn': ('code', 'train'),
+    'q_res': calc.Q_RES_CHOICES,
 }
 # The reference's nominal T learning rate is 10× the network's, but its scheduler overwrites it.
 _NOMINAL_T_LR_FACTOR = 10.0
@@ -128,7 +129,7 @@ class JCAS(Method):
         branches, batch['noisy_mask'], params['transition']['class'],
         params['transition']['affinity'], method_state['prior'], method_state['stage'],
         weights=self._weights(len(branches)), cacr_index=self.config.jcas.cacr_index,
-        grid=self.grid, block=self.block)
+        grid=self.grid, block=self.block, q_res=self.config.jcas.q_res)
     metrics = {name: value for name, value in terms.items() if jnp.ndim(value) == 0}
     metrics['stage'] = method_state['stage'].astype(jnp.float32)
     return loss, LossAux(metrics=metrics, batch_stats=updates['batch_stats'],
@@ -139,7 +140,7 @@ class JCAS(Method):
     heads = model.apply({'params': variables['params']['net'],
                          'batch_stats': variables['batch_stats']}, images, heads=True)
     fused = calc.dar_predict(heads['embeddings'][-1], heads['logits'][-1], images.shape[1:3],
-                             grid=self.test_grid)
+                             grid=self.test_grid, q_res=self.config.jcas.q_res)
     return fused / 2  # two softmaxes summed: halve for probabilities
 
   # ----------------------------------------------------------------------------------- optimiser
