@@ -44,7 +44,8 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
   c.train = dict(batch_size=8, num_epochs=6, num_steps=0,  # num_steps > 0 overrides epochs
                  optimizer='adam', lr=2e-3, momentum=0.9, weight_decay=0.0, grad_clip=0.0,
                  lr_schedule='cosine', warmup_steps=50, final_lr_fraction=0.01,
-                 log_every=25, eval_every_epochs=1, checkpoint_every_steps=0)
+                 log_every=25, eval_every_epochs=1, checkpoint_every_steps=0,
+                 nonfinite='stop')  # a NaN/inf step: stop (keep the last checkpoint) | skip it
 
   c.eval = dict(batch_size=20,
                 val_labels='noisy',  # 'clean' only when a clean validation set is granted

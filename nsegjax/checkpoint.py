@@ -1,7 +1,13 @@
 """Orbax checkpoints of (train state, data iterator, run metadata), latest + best kept.
 
-Every checkpoint carries the validation Dice of the last evaluation, so the
-manager can keep the best one besides the latest; `best_step()` finds it.
+Checkpoints saved right after a validation carry its Dice, so the manager keeps the best of
+them besides the latest; `best_step()` finds it. The others (`checkpoint_every_steps`, SIGTERM)
+carry -inf: a state nobody validated never stands in for the best one.
+
+A kill at any moment loses no complete checkpoint: Orbax writes a step into
+`<step>.orbax-checkpoint-tmp*` and renames it to `<step>` once every item is written, so an
+unfinished save is never listed as a step, and the next run (its `owner`) deletes what it left
+behind.
 """
 import os
 from typing import Any
@@ -19,9 +25,13 @@ def _val_dice(metrics) -> float:
 
 
 class Checkpointer:
-  """Saves and restores one run's checkpoints under `directory`."""
+  """Saves and restores one run's checkpoints under `directory`.
 
-  def __init__(self, directory: str):
+  `owner`: the training run itself, which deletes the unfinished saves a killed run left behind.
+  Anyone else (a notebook reloading a live run) would delete a save in progress, so leaves them.
+  """
+
+  def __init__(self, directory: str, owner: bool = False):
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy([
             policies.LatestN(1),
@@ -30,6 +40,7 @@ class Checkpointer:
         ]),
         best_fn=_val_dice,
         best_mode='max',
+        cleanup_tmp_directories=owner,
         # Synchronous saves: a checkpoint is complete once `save` returns, which the
         # resume-equality guarantee and the SIGTERM handler rely on.
         enable_async_checkpointing=False,
@@ -43,7 +54,8 @@ class Checkpointer:
   def best_step(self):
     return self.manager.best_step()
 
-  def save(self, step: int, state: Any, data_iterator, meta: dict, val_dice: float):
+  def save(self, step: int, state: Any, data_iterator, meta: dict, val_dice: float | None):
+    """Saves synchronously; `val_dice` None (no validation of this state) ranks below all."""
     self.manager.save(
         step,
         args=ocp.args.Composite(
@@ -51,7 +63,8 @@ class Checkpointer:
             data=grain.checkpoint.CheckpointSave(data_iterator),
             meta=ocp.args.JsonSave(meta),
         ),
-        metrics={BEST_METRIC: float(val_dice)},
+        # -inf rather than no metrics: the same ranking without Orbax warning at every save.
+        metrics={BEST_METRIC: float('-inf') if val_dice is None else float(val_dice)},
         force=True,
     )
 

@@ -10,6 +10,7 @@ _CHOICES = {
     'eval.hd95_mode': ('concat', 'max_of_directed'),
     'eval.agg': ('per_image', 'global'),
     'eval.empty_surface': ('nan', 'diagonal'),
+    'train.nonfinite': ('stop', 'skip'),
 }
 
 

@@ -1,4 +1,8 @@
-"""CLI: python -m nsegjax.main --config=configs/default.py[:arg] --workdir=DIR [--config.k=v ...]"""
+"""CLI: python -m nsegjax.main --config=configs/default.py[:arg] --workdir=DIR [--config.k=v ...]
+
+Exit codes: 0 done; 2 a one-line error (bad config or data, a non-finite step); 143 SIGTERM
+ended training after saving a checkpoint: run the same command again to resume.
+"""
 import sys
 
 from absl import app, flags, logging
@@ -13,6 +17,11 @@ flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.
                     'holds a checkpoint.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# 128 + SIGTERM: what a shell reports for a process that SIGTERM killed outright, so a requeue
+# wrapper's test (e.g. `[ $? -eq 143 ] && scontrol requeue $SLURM_JOB_ID`) holds whether or not
+# the run had time to save, and never confuses a pre-emption with a failure (1, 2).
+EXIT_TERMINATED = 143
+
 
 def main(argv):
   if len(argv) > 1:
@@ -25,6 +34,9 @@ def main(argv):
   except NsegError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.TrainingTerminated as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(EXIT_TERMINATED)
   test = results['test']
   summary = '  '.join(f'{k} {test[k]:.4f}' if test[k] is not None else f'{k} n/a'
                       for k in ('dice', 'iou', 'hd95', 'assd'))

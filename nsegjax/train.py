@@ -4,10 +4,19 @@ init → sharded, donated jit step (schedules as traced inputs) → per-epoch me
 validation + Orbax checkpoint (latest and best) → test metrics, results.json, overlays.png.
 A run whose workdir holds a checkpoint resumes from it, data iterator included, and ends
 with exactly the metrics of an uninterrupted run.
+
+Crash safety: a step with a non-finite loss, gradient or updated weight either stops the run
+before any state it touched is checkpointed (`train.nonfinite='stop'`) or is dropped inside the
+step (`'skip'`); SIGTERM makes the loop save a checkpoint at the next step boundary and raise
+`TrainingTerminated`; Orbax commits a checkpoint by renaming its finished directory, so a kill
+at any moment leaves the last complete checkpoint to resume from.
 """
 import dataclasses
 import json
 import os
+import signal
+import sys
+import threading
 from typing import Any
 
 import flax
@@ -15,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from nsegjax import checkpoint as ckpt_lib
 from nsegjax import data as datasets
@@ -32,6 +42,25 @@ class TrainState:
   opt_state: Any
   rng: jax.Array
   method_state: Any
+
+
+class NonFiniteError(NsegError):
+  """A step produced a non-finite loss, gradient or weight under `train.nonfinite='stop'`."""
+
+  def __init__(self, step: int, last_checkpoint: int | None):
+    kept = ('no checkpoint was written yet' if last_checkpoint is None else
+            f'the last checkpoint (step {last_checkpoint}) is intact')
+    super().__init__(f'non-finite loss, gradient or weights at step {step}; training stopped '
+                     f'and {kept} (--config.train.nonfinite=skip drops such steps instead)')
+    self.step = step
+
+
+class TrainingTerminated(Exception):
+  """SIGTERM (pre-emption) ended training after a checkpoint of `step` was saved."""
+
+  def __init__(self, step: int):
+    super().__init__(f'terminated at step {step}; checkpoint saved')
+    self.step = step
 
 
 @dataclasses.dataclass
@@ -131,9 +160,28 @@ def create_train_state(rng, model, method, tx, sample_batch, mesh) -> TrainState
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng, sample_batch)
 
 
-def make_train_step(model, method, tx, mesh, variant=None):
+def _all_finite(tree) -> jax.Array:
+  """True when every floating-point element of `tree` is finite."""
+  flags = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.stack(flags).all() if flags else jnp.asarray(True)
+
+
+def _keep_if(keep, new, old):
+  return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
+def make_train_step(model, method, tx, mesh, variant=None, skip_nonfinite=False):
   """The jitted step: (state, sharded batch, schedule) → (state, metrics); state is donated.
-  `variant` (`Method.step_variant`) reaches the loss as the Python value `schedule['variant']`."""
+
+  `variant` (`Method.step_variant`) reaches the loss as the Python value `schedule['variant']`.
+  `metrics['nonfinite_step']` is the step's number when its loss, gradients, updated params or
+  BatchNorm statistics hold a NaN or inf, else 0. With `skip_nonfinite`, such a step leaves
+  params, optimiser state, BatchNorm statistics and method state as they were and only advances
+  `step`, so schedules and the data stream stay aligned with a run that had no such step. The
+  method state is not checked: some methods keep NaN in it by design (ADELE's and DES's
+  histories); a non-finite one reaches the loss, and so the check, at the next step.
+  """
 
   def train_step(state: TrainState, batch, schedule):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -148,16 +196,100 @@ def make_train_step(model, method, tx, mesh, variant=None):
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, updates),
-                              batch_stats=aux.batch_stats, opt_state=opt_state,
-                              method_state=aux.method_state)
-    metrics = dict(aux.metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+    params = optax.apply_updates(state.params, updates)
+    # The new weights too: finite gradients times a huge learning rate can still overflow them.
+    finite = _all_finite((loss, grads, params, aux.batch_stats))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=aux.batch_stats,
+                              opt_state=opt_state, method_state=aux.method_state)
+    if skip_nonfinite:
+      # Not optax.apply_if_finite: it guards the optimiser alone (not BatchNorm statistics or
+      # method state), applies the update anyway after `max_consecutive_errors`, and adds state
+      # that would keep 'stop' and 'skip' checkpoints from restoring into each other.
+      new_state = _keep_if(finite, new_state, state.replace(step=state.step + 1))
+    metrics = dict(aux.metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                   nonfinite_step=jnp.where(finite, 0, state.step + 1))
     return new_state, metrics
 
   replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   return jax.jit(train_step, in_shardings=(replicated, data, replicated),
                  out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+@jax.jit
+def _tally_nonfinite(tally, nonfinite_step):
+  """(first non-finite step or 0, number of non-finite steps), kept on the device so the loop
+  reads it only where it syncs anyway (logging, saving, epoch ends)."""
+  first, count = tally
+  return jnp.where(first > 0, first, nonfinite_step), count + (nonfinite_step > 0)
+
+
+def _new_tally(count: int, mesh):
+  return jax.device_put((jnp.zeros((), jnp.int32), jnp.asarray(count, jnp.int32)),
+                        sharding.replicated(mesh))
+
+
+def _checked_count(tally, mode: str, checkpointer) -> int:
+  """The number of non-finite steps so far; in 'stop' mode there must be none."""
+  first, count = (int(x) for x in jax.device_get(tally))
+  if first and mode == 'stop':
+    raise NonFiniteError(first, checkpointer.latest_step())
+  return count
+
+
+class _SigtermFlag:
+  """While entered, SIGTERM only sets `requested`; the loop saves and stops at a step boundary.
+
+  Signal handlers can only be installed from the main thread; elsewhere (and in multi-process
+  jobs, where JAX's preemption service owns SIGTERM) the default handling stays.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+
+def _stop_requested(flag: _SigtermFlag, step: int) -> bool:
+  if jax.process_count() > 1:
+    # Every process must save at the same step: JAX's preemption service agrees on one.
+    return multihost_utils.reached_preemption_sync_point(step)
+  return flag.requested
+
+
+def _drop_replayed_records(path: str, step: int) -> None:
+  """Rewrites metrics.jsonl as it was when the checkpoint of `step` was saved.
+
+  A resumed run replays the steps after its checkpoint and redoes the epoch hook at `step`, so
+  their records (and any line a kill cut short) go; the loop's own records of `step` stay.
+  """
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record['step'] < step or (record['step'] == step and
+                                   record['split'] in ('train', 'validation')):
+        kept.append(line if line.endswith('\n') else line + '\n')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(path + '.tmp', path)
 
 
 def make_schedule(step: int, steps_in_epoch: int, num_steps: int) -> dict:
@@ -223,14 +355,18 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
 
     def train_step_for(variant):  # one compilation per variant the method asks for
       if variant not in compiled_steps:
-        compiled_steps[variant] = make_train_step(model, method, tx, mesh, variant)
+        compiled_steps[variant] = make_train_step(
+            model, method, tx, mesh, variant, skip_nonfinite=config.train.nonfinite == 'skip')
       return compiled_steps[variant]
     predict_fn = evaluate.make_predict_fn(model, method, mesh)
 
-    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
-    meta = {'val_dice': float('-inf'), 'history': []}
+    checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), owner=True)
+    meta = {'val_dice': float('-inf'), 'history': [], 'skipped_steps': 0}
     if checkpointer.latest_step() is not None:
-      state, meta = checkpointer.restore(checkpointer.latest_step(), state, train_iter)
+      state, restored = checkpointer.restore(checkpointer.latest_step(), state, train_iter)
+      meta.update(restored)  # checkpoints older than 'skipped_steps' lack it
+      if is_main:
+        _drop_replayed_records(os.path.join(workdir, 'metrics.jsonl'), int(state.step))
       print(f'resumed from step {int(state.step)} of {workdir}', flush=True)
 
     writer = writers.MetricWriter(workdir, enabled=is_main)
@@ -239,6 +375,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     ckpt_every = int(config.train.checkpoint_every_steps)
     start = int(state.step)
     progress = writers.Progress(num_steps, start, global_batch, enabled=is_main)
+    nonfinite = config.train.nonfinite
+    tally = _new_tally(meta['skipped_steps'], mesh)
 
     def validate(step):
       out = evaluate.predict_split(predict_fn, state, data.validation, data.validation_noisy,
@@ -249,38 +387,52 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       return summary['dice']
 
     train_step = train_step_for(method.step_variant(state))
-    for step in range(start, num_steps):
-      if step and step % epoch_steps == 0:
-        # Between epochs, before the next one's first step: a run resumed from the checkpoint
-        # of an epoch's end redoes the hook, so it must be a pure function of the state.
-        state = method.after_epoch(state, step // epoch_steps - 1, context)
-        train_step = train_step_for(method.step_variant(state))
-      batch = sharding.shard_batch(next(train_iter), mesh)
-      state, metrics = train_step(state, batch, make_schedule(step, epoch_steps, num_steps))
-      done = step + 1
-      evaluate_now = done % eval_every == 0 or done == num_steps
-      save_now = evaluate_now or (ckpt_every and done % ckpt_every == 0)
-      log_now = done % config.train.log_every == 0 or done == num_steps
-      if log_now or save_now:  # never checkpoint a state that a non-finite step produced
-        metrics = jax.device_get(metrics)
-        if not np.isfinite(metrics['loss']) or not np.isfinite(metrics['grad_norm']):
-          raise NsegError(f'non-finite loss or gradient at step {done}; the last checkpoint '
-                          'is kept intact')
-      if log_now:
-        rate = progress.images_per_sec(done)
-        writer.write(done, dict(metrics, lr=lr_fn(step), images_per_sec=rate))
-        progress.line(done, float(metrics['loss']), rate)
-      if evaluate_now:
-        val_dice = validate(done)
-        meta = {'val_dice': val_dice, 'history': meta['history'] + [[done, val_dice]]}
-      if save_now:
-        checkpointer.save(done, state, train_iter, meta, meta['val_dice'])
+    try:
+      with _SigtermFlag() as sigterm:
+        for step in range(start, num_steps):
+          if step and step % epoch_steps == 0:
+            _checked_count(tally, nonfinite, checkpointer)  # no hook sees a non-finite state
+            # Between epochs, before the next one's first step: a run resumed from the
+            # checkpoint of an epoch's end redoes the hook, so it must be a pure function of
+            # the state.
+            state = method.after_epoch(state, step // epoch_steps - 1, context)
+            train_step = train_step_for(method.step_variant(state))
+          batch = sharding.shard_batch(next(train_iter), mesh)
+          state, metrics = train_step(state, batch, make_schedule(step, epoch_steps, num_steps))
+          tally = _tally_nonfinite(tally, metrics.pop('nonfinite_step'))
+          done = step + 1
+          evaluate_now = done % eval_every == 0 or done == num_steps
+          save_now = evaluate_now or (ckpt_every and done % ckpt_every == 0)
+          log_now = done % config.train.log_every == 0 or done == num_steps
+          stop_now = _stop_requested(sigterm, done)
+          if log_now or save_now or stop_now:  # never checkpoint a non-finite step's state
+            skipped_before = meta['skipped_steps']
+            meta = dict(meta, skipped_steps=_checked_count(tally, nonfinite, checkpointer))
+            metrics = jax.device_get(metrics)
+            if meta['skipped_steps'] > skipped_before and is_main:
+              print(f'step {done}: {meta["skipped_steps"]} non-finite step(s) skipped so far',
+                    file=sys.stderr, flush=True)
+          if log_now:
+            rate = progress.images_per_sec(done)
+            skipped = {'skipped_steps': meta['skipped_steps']} if nonfinite == 'skip' else {}
+            writer.write(done, dict(metrics, lr=lr_fn(step), images_per_sec=rate, **skipped))
+            progress.line(done, float(metrics['loss']), rate)
+          if evaluate_now:
+            val_dice = validate(done)
+            meta = dict(meta, val_dice=val_dice, history=meta['history'] + [[done, val_dice]])
+          if save_now or stop_now:
+            # Only evaluated states compete for best-by-validation.
+            checkpointer.save(done, state, train_iter, meta,
+                              meta['val_dice'] if evaluate_now else None)
+          if stop_now:
+            raise TrainingTerminated(done)
 
-    if is_main:
-      method.after_training(state, context)
-    results = finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta)
-    writer.close()
-    checkpointer.close()
+      if is_main:
+        method.after_training(state, context)
+      results = finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta)
+    finally:
+      writer.close()
+      checkpointer.close()
   return results
 
 
@@ -300,6 +452,7 @@ def finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta) -
                 **dict(config.noise.params)},
       'seed': config.seed,
       'steps': int(state.step),
+      'skipped_steps': int(meta['skipped_steps']),  # non-finite steps dropped (train.nonfinite)
       'val_labels': config.eval.val_labels,
       'test': evaluate.score(last['pred'], last['mask'], data.num_classes, config.eval, True),
       'test_best_val': dict(step=int(best_step), **evaluate.score(
