@@ -10,11 +10,27 @@ import os
 
 from configs import default
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+CONFIG_DIR = os.path.join(_REPO_ROOT, 'configs')
+
+
+def resolve_config_file(path: str) -> str:
+  """The real path of a config file named by a grid or a cell: one of configs/*.py.
+
+  A cell file is data, and a sweep directory may come from anyone (or sit inside the
+  repository): it may pick one of the repository's config files, never run code from elsewhere.
+
+  Raises:
+    ValueError: `path` (absolute or repository-relative) resolves outside configs/ or is no .py.
+  """
+  full = os.path.realpath(os.path.join(_REPO_ROOT, path))
+  if os.path.commonpath([full, CONFIG_DIR]) != CONFIG_DIR or not full.endswith('.py'):
+    raise ValueError(f'config file {path!r} is not a .py file in {CONFIG_DIR}')
+  return full
 
 
 def load_config_file(path: str):
-  path = path if os.path.isabs(path) else os.path.join(_REPO_ROOT, path)
+  path = resolve_config_file(path)
   spec = importlib.util.spec_from_file_location(f'nsegjax_cell_{os.path.basename(path)[:-3]}',
                                                 path)
   module = importlib.util.module_from_spec(spec)

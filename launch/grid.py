@@ -23,6 +23,7 @@ import os
 import shlex
 import sys
 
+from configs import sweep_cell
 from nsegjax.errors import ConfigError
 
 GRID_KEYS = ('name', 'methods', 'datasets', 'noises', 'seeds', 'overrides', 'method_overrides',
@@ -70,6 +71,10 @@ def check_grid(grid, path: str = 'grid') -> dict:
   for method, config_file in grid['methods'].items():
     if not os.path.isfile(os.path.join(REPO_ROOT, config_file)):
       raise ConfigError(f'{path}: method {method!r}: no config file {config_file}')
+    try:
+      sweep_cell.resolve_config_file(config_file)  # what the cells will accept
+    except ValueError as e:
+      raise ConfigError(f'{path}: method {method!r}: {e}') from None
   for name, setting in grid['noises'].items():
     if not isinstance(setting, dict) or 'name' not in setting:
       raise ConfigError(f"{path}: noise setting {name!r} must be {{'name': protocol, "

@@ -22,17 +22,22 @@ def make_predict_fn(model, method, mesh):
 
 
 def predict_split(predict_fn, state, source, noisy_masks, mesh, global_batch: int):
-  """dict(image, mask, pred[, noisy_mask]) numpy arrays over the whole split, in order."""
+  """dict(image, mask, pred[, noisy_mask]) numpy arrays over the whole split, in order.
+
+  Predictions come back replicated, whole global batches, so every process reads whole batches
+  too (each feeding the devices only its slice) and scores the whole split alike.
+  """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   outputs = {'image': [], 'mask': [], 'pred': []}
   if noisy_masks is not None:
     outputs['noisy_mask'] = []
-  for batch, valid in eval_batches(source, noisy_masks, global_batch,
-                                   jax.process_index(), jax.process_count()):
-    images = sharding.shard_batch({'image': batch['image']}, mesh)['image']
+  local = global_batch // jax.process_count()
+  first = jax.process_index() * local
+  for batch, valid in eval_batches(source, noisy_masks, global_batch):
+    images = sharding.shard_batch({'image': batch['image'][first:first + local]}, mesh)['image']
     pred = np.asarray(jax.device_get(predict_fn(variables, state.method_state, images)))
     outputs['pred'].append(pred[:valid])
-    for key in outputs.keys() - {'pred'}:  # this process's part; single-host: all of it
+    for key in outputs.keys() - {'pred'}:
       outputs[key].append(batch[key][:valid])
   return {k: np.concatenate(v) for k, v in outputs.items()}
 

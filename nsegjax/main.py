@@ -27,9 +27,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out of the progress lines
-  from nsegjax import config_checks, train  # pylint: disable=g-import-not-at-top  (jax is slow)
+  import jax  # pylint: disable=g-import-not-at-top  (jax is slow)
+  from nsegjax import config_checks, sharding, train  # pylint: disable=g-import-not-at-top
   try:
-    config_checks.validate(FLAGS.config)
+    sharding.maybe_initialize_distributed()  # before jax.device_count() starts a backend
+    config_checks.validate(FLAGS.config, num_devices=jax.device_count())
     results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except NsegError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -48,7 +50,8 @@ def run():
     app.run(main)
   except (ValueError, KeyError, AttributeError) as e:  # config_flags errors on bad overrides
     if 'config' in str(e).lower() or isinstance(e, (KeyError, AttributeError)):
-      print(f'error: {e}', file=sys.stderr)
+      from nsegjax import config_checks  # pylint: disable=g-import-not-at-top
+      print(f'error: {config_checks.unknown_key_message(e, sys.argv)}', file=sys.stderr)
       sys.exit(2)
     raise
 

@@ -28,10 +28,10 @@ from jax.experimental import multihost_utils
 
 from nsegjax import checkpoint as ckpt_lib
 from nsegjax import data as datasets
-from nsegjax import evaluate, methods, models, noise, sharding, writers
+from nsegjax import config_checks, evaluate, methods, models, noise, sharding, writers
 from nsegjax.data import pipeline
 from nsegjax.noise import generate as noise_gen
-from nsegjax.errors import ConfigError, NsegError
+from nsegjax.errors import NsegError
 
 
 @flax.struct.dataclass
@@ -325,10 +325,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(devices)
   global_batch = int(config.train.batch_size)
-  for key in ('train.batch_size', 'eval.batch_size'):
-    size = config[key.split('.')[0]].batch_size
-    if size % mesh.size:
-      raise ConfigError(f'{key}={size} is not divisible by the {mesh.size} devices')
+  config_checks.check_batch_sizes(config, mesh.size)  # `devices` may be a subset
 
   with jax.set_mesh(mesh):
     data = prepare_data(config)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nsegjax import data as datasets
+from nsegjax import config_checks, data as datasets
 from nsegjax.errors import ConfigError
 from nsegjax.losses import IGNORE, pixel_cross_entropy
 from nsegjax.losses import selection
@@ -24,9 +24,7 @@ CHOICES = {'rate_source': ('oracle', 'fixed'), 'eval': ('first', 'mean'),
 
 def check_small_loss_config(cfg, prefix: str) -> None:
   """The options Co-teaching and TriNet share."""
-  for key, choices in CHOICES.items():
-    if key in cfg and cfg[key] not in choices:
-      raise ConfigError(f'unknown {prefix}.{key} {cfg[key]!r}; valid choices: {", ".join(choices)}')
+  config_checks.check_choices(cfg, prefix, {k: v for k, v in CHOICES.items() if k in cfg})
   if not 0.0 <= float(cfg.forget_rate) <= 1.0:
     raise ConfigError(f'{prefix}.forget_rate must be in [0, 1], got {cfg.forget_rate}')
   if float(cfg.rampup_epochs) < 0:

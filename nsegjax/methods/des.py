@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nsegjax import losses
+from nsegjax import config_checks, losses
 from nsegjax.errors import ConfigError
 from nsegjax.methods.base import LossAux, Method
 from nsegjax.models.qam import QualityAwarenessModule
@@ -172,9 +172,7 @@ class DES(Method):
   def __init__(self, config):
     super().__init__(config)
     cfg = config.des
-    for key, choices in CHOICES.items():
-      if cfg[key] not in choices:
-        raise ConfigError(f'unknown des.{key} {cfg[key]!r}; valid choices: {", ".join(choices)}')
+    config_checks.check_choices(cfg, 'des', CHOICES)
     if config.model.name != 'unet':
       raise ConfigError(f"des needs model.name='unet' (Monte-Carlo dropout passes), got "
                         f'{config.model.name!r}')

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nsegjax import losses, metrics, mixture, writers
+from nsegjax import config_checks, losses, metrics, mixture, writers
 from nsegjax.data.pipeline import eval_batches, gather_augmented, normalize_images
 from nsegjax.errors import ConfigError
 from nsegjax.methods.base import LossAux, Method
@@ -133,9 +133,7 @@ class GTCorrect(Method):
   def __init__(self, config):
     super().__init__(config)
     cfg = config.gt
-    for key, choices in CHOICES.items():
-      if cfg[key] not in choices:
-        raise ConfigError(f'unknown gt.{key} {cfg[key]!r}; valid choices: {", ".join(choices)}')
+    config_checks.check_choices(cfg, 'gt', CHOICES)
     for key in ('warmup_epochs', 'rounds', 'correct_every'):
       if int(cfg[key]) < 1:
         raise ConfigError(f'gt.{key} must be >= 1, got {cfg[key]}')

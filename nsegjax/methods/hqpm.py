@@ -43,7 +43,7 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from nsegjax import metrics, noise, optim, sharding
+from nsegjax import config_checks, metrics, noise, optim, sharding
 from nsegjax.data.pipeline import eval_batches, gather_augmented, normalize_images
 from nsegjax.errors import ConfigError
 from nsegjax.methods import hqpm_rules as rules
@@ -138,9 +138,7 @@ class HQPM(Method):
   def __init__(self, config):
     super().__init__(config)
     cfg = config.hqpm
-    for key, choices in CHOICES.items():
-      if cfg[key] not in choices:
-        raise ConfigError(f'unknown hqpm.{key} {cfg[key]!r}; valid choices: {", ".join(choices)}')
+    config_checks.check_choices(cfg, 'hqpm', CHOICES)
     if int(cfg.k) < 2:
       raise ConfigError(f'hqpm.k must be >= 2 (softening reads the other networks), got {cfg.k}')
     if int(cfg.nin_epochs) < 1:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from nsegjax import config_checks
 from nsegjax.errors import ConfigError
 from nsegjax.losses import IGNORE
 from nsegjax.methods import clean_subset
@@ -133,9 +134,7 @@ class MTCL(Method):
   def __init__(self, config):
     super().__init__(config)
     cfg = config.mtcl
-    for key, choices in CHOICES.items():
-      if cfg[key] not in choices:
-        raise ConfigError(f'unknown mtcl.{key} {cfg[key]!r}; valid choices: {", ".join(choices)}')
+    config_checks.check_choices(cfg, 'mtcl', CHOICES)
     for key in ('clean_fraction', 'hq_share', 'ema', 'cons_rampup'):
       if not 0.0 < float(cfg[key]) <= 1.0:
         raise ConfigError(f'mtcl.{key} must be in (0, 1], got {cfg[key]}')

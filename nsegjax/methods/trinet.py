@@ -9,7 +9,7 @@ on the rest: two networks vote for the third. Test: the mean of the three probab
 import jax
 import jax.numpy as jnp
 
-from nsegjax.errors import ConfigError
+from nsegjax import config_checks
 from nsegjax.losses import IGNORE, selection
 from nsegjax.methods.base import LossAux
 from nsegjax.methods.coteach import SmallLossMethod
@@ -28,9 +28,7 @@ class TriNet(SmallLossMethod):
 
   def __init__(self, config):
     super().__init__(config)
-    if config.trinet.criterion not in CRITERIA:
-      raise ConfigError(f'unknown trinet.criterion {config.trinet.criterion!r}; valid choices: '
-                        f'{", ".join(CRITERIA)}')
+    config_checks.check_choices(config.trinet, 'trinet', {'criterion': CRITERIA})
 
   def loss(self, model, params, batch_stats, method_state, batch, rng, schedule):
     labels = batch['noisy_mask']

@@ -11,7 +11,7 @@ MODELS = Registry('model')
 MODELS.register('unet')(UNet)
 MODELS.register('resnet')(DilatedResNet)
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def create_model(model_cfg, num_classes: int):
@@ -22,9 +22,9 @@ def create_model(model_cfg, num_classes: int):
   kwargs.pop('weights', None)  # a file for Method.load_weights, not a module attribute
   if 'upsample' not in cls.__dataclass_fields__:  # the default config's U-Net-only choice
     kwargs.pop('upsample', None)
-  if dtype not in _DTYPES:
-    raise ConfigError(f'unknown model.dtype {dtype!r}; valid choices: {", ".join(_DTYPES)}')
+  if dtype not in DTYPES:
+    raise ConfigError(f'unknown model.dtype {dtype!r}; valid choices: {", ".join(DTYPES)}')
   try:
-    return cls(num_classes=num_classes, dtype=_DTYPES[dtype], **kwargs)
+    return cls(num_classes=num_classes, dtype=DTYPES[dtype], **kwargs)
   except TypeError as e:
     raise ConfigError(f'model {model_cfg.name!r}: {e}') from None

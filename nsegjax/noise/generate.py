@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -483,6 +484,11 @@ def cache_key(masks: np.ndarray, indices: np.ndarray, protocol: str,
   return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def _writer_id() -> str:
+  # Host and pid: the processes of a multi-host job share the cache folder, and may share pids.
+  return f'{socket.gethostname()}.{os.getpid()}'
+
+
 def _cache_paths(cache_dir: Path, cache_name: str, key: str) -> tuple[Path, Path]:
   stem = f'{cache_name}.{key[:16]}'
   return cache_dir / f'{stem}.npz', cache_dir / f'{stem}.jsonl'
@@ -526,9 +532,9 @@ def cached_apply_noise(cache_dir: str | os.PathLike, cache_name: str, masks: np.
   noisy, records = apply_noise(masks, indices, protocol, params, seed, chunk, num_samples)
   cache_dir.mkdir(parents=True, exist_ok=True)
   # Write to temporary names and rename, so an interrupted run never leaves a half file.
-  tmp_log = log_path.with_name(f'{log_path.name}.{os.getpid()}.tmp')  # side-by-side runs: own tmp
+  tmp_log = log_path.with_name(f'{log_path.name}.{_writer_id()}.tmp')  # side-by-side runs: own tmp
   write_noise_log(records, tmp_log)
-  tmp_npz = npz_path.with_name(f'{npz_path.name}.{os.getpid()}.tmp')
+  tmp_npz = npz_path.with_name(f'{npz_path.name}.{_writer_id()}.tmp')
   with open(tmp_npz, 'wb') as f:
     np.savez_compressed(f, noisy=noisy, indices=np.asarray(indices, np.int64),
                         cache_key=np.array(key))
@@ -652,9 +658,9 @@ def cached_dataset_noise(cache_dir: str | os.PathLike, cache_name: str,
   truth, label, records = apply_dataset_noise(masks_by_name, indices, protocol, params, seed)
   Path(cache_dir).mkdir(parents=True, exist_ok=True)
   # Temporary names, then renames: an interrupted run never leaves a half file.
-  tmp_log = log_path.with_name(f'{log_path.name}.{os.getpid()}.tmp')  # side-by-side runs: own tmp
+  tmp_log = log_path.with_name(f'{log_path.name}.{_writer_id()}.tmp')  # side-by-side runs: own tmp
   write_noise_log(records, tmp_log)
-  tmp_npz = npz_path.with_name(f'{npz_path.name}.{os.getpid()}.tmp')
+  tmp_npz = npz_path.with_name(f'{npz_path.name}.{_writer_id()}.tmp')
   with open(tmp_npz, 'wb') as f:
     np.savez_compressed(f, noisy=label, truth=truth, indices=np.asarray(indices, np.int64),
                         cache_key=np.array(key))

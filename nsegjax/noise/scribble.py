@@ -291,10 +291,10 @@ def _fail(message: str) -> None:
   raise ConfigError(f'{NAME}: {message}')
 
 
-def _pair(name: str, value: Any, check) -> tuple:
+def _pair(name: str, value: Any, check, valid: str) -> tuple:
   if (not isinstance(value, (list, tuple)) or len(value) != 2 or
       not all(check(v) for v in value) or value[0] > value[1]):
-    _fail(f'{name} must be a pair (min, max) with min <= max, got {value!r}')
+    _fail(f'{name} must be a pair (min, max) of {valid} with min <= max, got {value!r}')
   return tuple(value)
 
 
@@ -314,9 +314,12 @@ def resolve_params(params: Mapping[str, Any], max_label: int) -> dict[str, Any]:
   resolved['alpha'] = float(resolved['alpha'])
   if not _is_int(resolved['erode_radius']) or resolved['erode_radius'] < 0:
     _fail(f'erode_radius must be a non-negative integer, got {resolved["erode_radius"]!r}')
-  resolved['ring'] = _pair('ring', resolved['ring'], lambda v: _is_int(v) and v >= 1)
-  resolved['width'] = _pair('width', resolved['width'], lambda v: _is_int(v) and 1 <= v <= 3)
-  keep = _pair('keep', resolved['keep'], lambda v: _is_number(v) and 0.0 < v <= 1.0)
+  resolved['ring'] = _pair('ring', resolved['ring'], lambda v: _is_int(v) and v >= 1,
+                           'integers >= 1')
+  resolved['width'] = _pair('width', resolved['width'], lambda v: _is_int(v) and 1 <= v <= 3,
+                            'integers in [1, 3]')
+  keep = _pair('keep', resolved['keep'], lambda v: _is_number(v) and 0.0 < v <= 1.0,
+               'numbers in (0, 1]')
   resolved['keep'] = tuple(float(v) for v in keep)
   iters = resolved['max_thinning_iters']
   if iters is not None and (not _is_int(iters) or iters < 1):
