@@ -231,7 +231,7 @@ def corrupt(path, keep=0.5):
 
 
 @pytest.mark.parametrize('problem', [
-    'text_named_png', 'truncated_png', 'truncated_jpeg', 'text_named_png_mask', 'truncated_mask',
+    'text_named_png', 'postscript_named_png', 'truncated_png', 'truncated_jpeg', 'text_named_png_mask', 'truncated_mask',
     'mask_size', 'ambiguous_binary_mask', 'faint_jpeg_mask', 'soft_mask', 'multi_class_values',
     'multi_class_colour', 'classes_txt_one_name', 'classes_txt_twice', 'images_folder_empty',
     'masks_folder_missing', 'too_few_pairs', 'two_files_one_stem'])
@@ -242,6 +242,9 @@ def test_bad_input_stops_the_build_with_one_line_naming_the_file(tmp_path, probl
   suffix = ''
   if problem == 'text_named_png':
     image.write_text('this is not a picture')
+    expected = f"cannot read image {image}: cannot identify image file '{image}'"
+  elif problem == 'postscript_named_png':  # Never handed to Ghostscript: not a raster format.
+    image.write_text('%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n')
     expected = f"cannot read image {image}: cannot identify image file '{image}'"
   elif problem == 'truncated_png':
     corrupt(image)

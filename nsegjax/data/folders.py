@@ -19,6 +19,9 @@ from nsegjax.errors import DataError
 
 CLASSES_FILE = 'classes.txt'
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp'})
+# Pillow picks a decoder by content, not extension: without this list an EPS file named .png
+# would be handed to Ghostscript, i.e. a data folder could make us run a PostScript program.
+PIL_FORMATS = ('PNG', 'JPEG', 'BMP', 'TIFF', 'GIF', 'WEBP')
 _HIGH_DEPTH_MODES = frozenset({'I', 'I;16', 'I;16B', 'I;16L', 'F'})
 _GREY_MODES = frozenset({'1', 'L', 'LA', 'La'}) | _HIGH_DEPTH_MODES
 
@@ -92,7 +95,7 @@ def _open(path: str, what: str) -> tuple[Image.Image, Optional[str]]:
     The decoded image and its file format ('PNG', 'JPEG', ...), which `copy` does not keep.
   """
   try:
-    with Image.open(path) as opened:
+    with Image.open(path, formats=PIL_FORMATS) as opened:
       opened.load()
       return opened.copy(), opened.format
   except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
@@ -274,7 +277,7 @@ def inspect_pairs(pairs: Sequence[Pair]) -> int:
 
 def _open_header(path: str, what: str) -> Image.Image:
   try:
-    return Image.open(path)
+    return Image.open(path, formats=PIL_FORMATS)
   except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
     raise DataError(f'cannot read {what} {path}: {_first_line(error)}') from None
 
