@@ -21,20 +21,11 @@ flags.DEFINE_integer('reps', 5, 'Timed repetitions; the median is reported.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 
 
-def random_batch(rng, batch, size, channels, num_classes):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  return {'image': rng.integers(0, 256, (batch, size, size, channels), dtype='uint8'),
-          'mask': rng.integers(0, num_classes, (batch, size, size), dtype='int32'),
-          'noisy_mask': rng.integers(0, num_classes, (batch, size, size), dtype='int32'),
-          'index': rng.permutation(batch).astype('int32'),
-          'source_pixel': np.broadcast_to(np.arange(size * size, dtype='int32').reshape(size, size),
-                                          (batch, size, size)).copy()}
-
-
 def bench(config, steps: int, reps: int, warmup: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from nsegjax import data, methods, models, sharding, train  # pylint: disable=g-import-not-at-top
+  from nsegjax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   source = data.load_split(config.data, 'train')
   size, channels = source[0]['image'].shape[0], source[0]['image'].shape[-1]
@@ -45,7 +36,7 @@ def bench(config, steps: int, reps: int, warmup: int) -> dict:
     method = methods.create_method(config)
     tx, _ = method.make_optimizer(1000, 100)
     rng = np.random.default_rng(0)
-    batch = sharding.shard_batch(random_batch(rng, batch_size, size, channels,
+    batch = sharding.shard_batch(pipeline.random_batch(rng, batch_size, size, channels,
                                               source.num_classes), mesh)
     state = train.create_train_state(jax.random.PRNGKey(0), model, method, tx, batch, mesh)
     step_fn = train.make_train_step(model, method, tx, mesh)

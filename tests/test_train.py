@@ -118,8 +118,8 @@ def test_cli_prints_one_line_errors(tmp_path):
 
 
 def test_new_schedule_values_do_not_recompile_the_step():
-  from launch.bench import random_batch  # pylint: disable=g-import-not-at-top
   from nsegjax import methods, models, sharding  # pylint: disable=g-import-not-at-top
+  from nsegjax.data.pipeline import random_batch  # pylint: disable=g-import-not-at-top
 
   class CountingMethod(methods.CENoisy):
     traces = 0

@@ -120,6 +120,18 @@ def gather_augmented(per_sample: jax.Array, index: jax.Array,
   return jax.vmap(lambda rows, ids: rows[ids])(flat, source_pixel)
 
 
+def random_batch(rng: np.random.Generator, batch: int, size: int, channels: int,
+                 num_classes: int) -> dict:
+  """A training batch laid out like `make_train_dataset`'s, with random content (benchmarks,
+  tests): no augmentation, so every pixel comes from itself."""
+  return {'image': rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
+          'mask': rng.integers(0, num_classes, (batch, size, size), dtype=np.int32),
+          'noisy_mask': rng.integers(0, num_classes, (batch, size, size), dtype=np.int32),
+          'index': rng.permutation(batch).astype(np.int32),
+          'source_pixel': np.broadcast_to(np.arange(size * size, dtype=np.int32).reshape(size, size),
+                                          (batch, size, size)).copy()}
+
+
 def make_train_iterator(dataset, num_threads: int = 2):
   """Prefetching iterator with `get_state`/`set_state`, checkpointed by Orbax."""
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * max(num_threads, 1))
