@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nsegjax import config_checks
 from nsegjax import data as datasets
 from nsegjax import optim
 from nsegjax.errors import ConfigError
@@ -64,9 +65,7 @@ class JCAS(Method):
   def __init__(self, config):
     super().__init__(config)
     cfg = config.jcas
-    for key, choices in FIDELITY_CHOICES.items():
-      if cfg[key] not in choices:
-        raise ConfigError(f'unknown jcas.{key} {cfg[key]!r}; valid choices: {", ".join(choices)}')
+    config_checks.check_choices(cfg, 'jcas', FIDELITY_CHOICES)
     if int(cfg.stage1_epochs) < 0:
       raise ConfigError(f'jcas.stage1_epochs must be >= 0, got {cfg.stage1_epochs}')
     if len(cfg.aff_weights) != 2:
