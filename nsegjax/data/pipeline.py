@@ -138,19 +138,18 @@ def make_train_iterator(dataset, num_threads: int = 2):
   return iter(dataset.to_iter_dataset(options))
 
 
-def eval_batches(source, noisy_masks, global_batch: int, process_index: int = 0,
-                 process_count: int = 1):
-  """Yields (this process's batch, number of real samples in the global batch), in order.
+def eval_batches(source, noisy_masks, global_batch: int):
+  """Yields (global batch, number of real samples in it), in order.
 
-  `noisy_masks` may be None (test split). The last batch is padded by repeating sample 0, so every global batch has the same shape
-  (one compilation) and divides the device count; callers drop the padding.
+  `noisy_masks` may be None (test split). The last batch is padded by repeating sample 0, so
+  every global batch has the same shape (one compilation) and divides the device count; callers
+  drop the padding. Every process reads whole batches: predictions come back replicated.
   """
   num = len(source)
-  local = global_batch // process_count
   for start in range(0, num, global_batch):
     ids = np.arange(start, start + global_batch)
     valid = int(min(global_batch, num - start))
-    ids = np.where(ids < num, ids, 0)[process_index * local:(process_index + 1) * local]
+    ids = np.where(ids < num, ids, 0)
     examples = [source[int(n)] for n in ids]
     batch = {'image': np.stack([e['image'] for e in examples]),
              'mask': np.stack([e['mask'] for e in examples]).astype(np.int32),
