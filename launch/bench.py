@@ -19,9 +19,11 @@ config_flags.DEFINE_config_file('config', 'configs/default.py', 'Experiment conf
 flags.DEFINE_integer('steps', 10, 'Steps per timed repetition.')
 flags.DEFINE_integer('reps', 5, 'Timed repetitions; the median is reported.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+flags.DEFINE_bool('profile', False, 'Also trace `steps` steps with the JAX profiler and add '
+                  'milliseconds per step by kind of kernel (launch.xla_profile).')
 
 
-def bench(config, steps: int, reps: int, warmup: int) -> dict:
+def bench(config, steps: int, reps: int, warmup: int, profile: bool = False) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from nsegjax import data, methods, models, sharding, train  # pylint: disable=g-import-not-at-top
@@ -56,9 +58,12 @@ def bench(config, steps: int, reps: int, warmup: int) -> dict:
       jax.block_until_ready(metrics)
       elapsed = time.perf_counter() - start
       rates.append(steps * batch_size / elapsed)
+    if profile:
+      from launch import xla_profile  # pylint: disable=g-import-not-at-top
+      kernels = xla_profile.profile(step_fn, (state, batch, schedule), compiled.as_text(), steps)
   median = float(np.median(rates))
   device = jax.devices()[0]
-  return {
+  result = {
       'images_per_sec': round(median, 2),
       'gflops_per_sec': round(flops * median / batch_size / 1e9, 2),
       'gflop_per_step': round(flops / 1e9, 3),
@@ -68,13 +73,16 @@ def bench(config, steps: int, reps: int, warmup: int) -> dict:
       'method': config.method, 'model': config.model.name, 'dtype': config.model.dtype,
       'rates': [round(r, 2) for r in rates],
   }
+  if profile:
+    result['profile'] = kernels
+  return result
 
 
 def main(argv):
   del argv
   from nsegjax.errors import NsegError  # pylint: disable=g-import-not-at-top
   try:
-    print(json.dumps(bench(FLAGS.config, FLAGS.steps, FLAGS.reps, FLAGS.warmup)))
+    print(json.dumps(bench(FLAGS.config, FLAGS.steps, FLAGS.reps, FLAGS.warmup, FLAGS.profile)))
   except NsegError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
