@@ -1,5 +1,9 @@
-"""launch.xla_profile: kernels of a compiled step sorted into what they compute."""
+"""launch.xla_profile: kernels of a compiled step sorted into what they compute; and the XLA:CPU
+convolution default that importing nsegjax sets."""
 import collections
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -56,3 +60,16 @@ def test_profile_accounts_for_the_traced_time():
   assert abs(sum(result['by_category_ms'].values()) - result['kernel_ms_per_step']) < 0.5
   assert len(result['top_kernels']) <= 3
   assert all(k['ms'] <= result['kernel_ms_per_step'] + 0.1 for k in result['top_kernels'])
+
+
+def test_import_moves_convolutions_to_eigen_unless_the_user_chose():
+  show = 'import os, nsegjax; print(os.environ["XLA_FLAGS"])'
+  flag = '--xla_cpu_experimental_ynn_fusion_type'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  for given, expected in (('', f'{flag}=-individual_convolution'),
+                          ('--xla_backend_optimization_level=0',
+                           f'--xla_backend_optimization_level=0 {flag}=-individual_convolution'),
+                          (f'{flag}=', f'{flag}=')):
+    out = subprocess.run([sys.executable, '-c', show], env=dict(env, XLA_FLAGS=given),
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
