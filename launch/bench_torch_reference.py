@@ -56,9 +56,9 @@ def loss_fn(logits, labels, classes: int):
   ce = F.cross_entropy(logits, labels)
   probs = logits.softmax(1)
   onehot = F.one_hot(labels, classes).permute(0, 3, 1, 2).float()
-  inter = (probs * onehot).sum((2, 3))
-  dice = 1 - (2 * inter + 1) / (probs.sum((2, 3)) + onehot.sum((2, 3)) + 1)
-  return ce + dice[:, 1:].mean()
+  inter = (probs * onehot).sum((0, 2, 3))  # batch soft Dice, as nsegjax.losses.soft_dice_loss
+  dice = (2 * inter + 1) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
+  return ce + 1 - dice[1:].mean()
 
 
 def main():
