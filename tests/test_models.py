@@ -78,22 +78,6 @@ def test_upsample_by_matmul_equals_the_transposed_convolution():
     models.UNet(num_classes=3, depth=3, upsample='bilinear').init(jax.random.key(0), x)
 
 
-def test_reshape_max_pool_matches_numpy_values_and_gradient():
-  """max_pool_2x2 against a NumPy 2×2 max, and its gradient against the one-hot of each
-  window's arg-max (distinct values, so no ties), as select-and-scatter would route it."""
-  from nsegjax.models.unet import max_pool_2x2
-  x = np.random.default_rng(0).permutation(2 * 6 * 4 * 3).reshape(2, 6, 4, 3).astype(np.float32)
-  windows = x.reshape(2, 3, 2, 2, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 3, 2, 3, 4)
-  np.testing.assert_array_equal(max_pool_2x2(jnp.asarray(x)), windows.max(-1))
-  weights = np.random.default_rng(1).normal(size=(2, 3, 2, 3)).astype(np.float32)
-  grad = jax.grad(lambda v: jnp.sum(max_pool_2x2(v) * weights))(jnp.asarray(x))
-  expected = np.zeros_like(x)
-  for b, i, j, c in np.ndindex(2, 3, 2, 3):
-    k = np.argmax(windows[b, i, j, c])
-    expected[b, 2 * i + k // 2, 2 * j + k % 2, c] = weights[b, i, j, c]
-  np.testing.assert_array_equal(grad, expected)
-
-
 def test_unknown_model_and_dtype_name_choices():
   with pytest.raises(ConfigError, match='valid choices:.*unet'):
     make(name='resnet9000')

@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nsegjax.models.unet import ConvBlock, max_pool_2x2
+from nsegjax.models.unet import ConvBlock
 
 BRANCHES = ('fp', 'fn', 'ref')
 
@@ -44,7 +44,7 @@ class NoiseIdentificationNet(nn.Module):
     for level in range(self.depth):
       x = ConvBlock(self.base_width * 2**level, self.dtype, name=f'encoder_{level}')(x, train)
       skips.append(x)
-      x = max_pool_2x2(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = ConvBlock(self.base_width * 2**self.depth, self.dtype, name='bottleneck')(x, train)
     return {b: Decoder(self.depth, self.base_width, self.dtype, name=f'decoder_{b}')(
         x, skips, train) for b in BRANCHES}

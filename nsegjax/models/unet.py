@@ -8,16 +8,6 @@ from flax.linen.dtypes import promote_dtype
 UPSAMPLE_CHOICES = ('matmul', 'conv_transpose')
 
 
-def max_pool_2x2(x):
-  """2×2 stride-2 max-pool as a reshape and a max: the same values as `nn.max_pool`, and a
-  gradient XLA:CPU computes elementwise (nn.max_pool's select-and-scatter becomes an arg-max
-  reduce-window over index arrays there, ~10% of a U-Net step). Ties share the gradient
-  (jnp.max's rule) where select-and-scatter gives it to one; after a ReLU the only ties are
-  zeros, whose gradient the ReLU stops anyway."""
-  batch, height, width, channels = x.shape
-  return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
-
-
 class ConvBlock(nn.Module):
   """Two 3×3 conv + BatchNorm + ReLU."""
   features: int
@@ -87,7 +77,7 @@ class UNet(nn.Module):
     for level in range(self.depth):
       x = ConvBlock(self.base_width * 2**level, self.dtype)(x, train)
       skips.append(x)
-      x = max_pool_2x2(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = ConvBlock(self.base_width * 2**self.depth, self.dtype)(x, train)
     x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
     for level in reversed(range(self.depth)):
