@@ -4,6 +4,7 @@ Prints one JSON line: images_per_sec (median over timed repetitions, after warm-
 gflops_per_sec (XLA cost analysis of the compiled step), peak_rss_mb, device, image_size,
 batch. The step is the real one (`train.make_train_step`) on random data shaped like the
 configured dataset, so the figure covers model, method loss and optimizer alike.
+`--profile` adds milliseconds per step by kind of XLA kernel (`launch/xla_profile.py`).
 """
 import json
 import resource

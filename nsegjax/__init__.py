@@ -3,9 +3,9 @@ import os
 
 __version__ = '0.1.0'
 
-# XLA:CPU hands convolutions to YNNPACK by default; for the U-Net's 3×3 convolutions its
-# weight gradients run at about a third of Eigen's speed (`python -m launch.bench --profile`),
-# so a train step is ~1.5× faster with them on Eigen (YNNPACK keeps the matmuls). This only
+# XLA:CPU hands convolutions to YNNPACK by default; the U-Net's 3×3 convolutions, above all
+# their weight gradients, take ~2.5× as long there as on Eigen (`python -m launch.bench
+# --profile`), so a train step is ~1.4× faster on Eigen (YNNPACK keeps the matmuls). This only
 # fills in a default: a user's own `xla_cpu_experimental_ynn_fusion_type` is kept, and it has
 # no effect once JAX has started a backend, or on GPU/TPU.
 _YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
