@@ -113,9 +113,10 @@ def profile(step, args, hlo_text: str, steps: int, top: int = 10) -> dict:
   for event in events:
     if event.get('ph') == 'X' and event.get('name') in instructions:
       per_thunk[event['name']] += event.get('dur', 0) / 1e3 / steps  # µs → ms per step
+  kind = {name: categorize(instructions[name], computations) for name in per_thunk}
   per_category = collections.Counter()
   for name, ms in per_thunk.items():
-    per_category[categorize(instructions[name], computations)] += ms
+    per_category[kind[name]] += ms
   total = sum(per_category.values())
   return {
       'wall_ms_per_step': round(wall_ms, 1),
@@ -125,7 +126,7 @@ def profile(step, args, hlo_text: str, steps: int, top: int = 10) -> dict:
       'by_category_pct': {k: round(100 * v / total, 1) for k, v in per_category.most_common()},
       'top_kernels': [
           {'name': name, 'ms': round(ms, 1),
-           'category': categorize(instructions[name], computations),
+           'category': kind[name],
            'op': (_OP_NAME.findall(instructions[name]) or [''])[0]}
           for name, ms in per_thunk.most_common(top)],
   }
