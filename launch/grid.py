@@ -103,8 +103,9 @@ class Cell:
 
 
 def cells(grid: dict) -> list[Cell]:
-  return [Cell(m, d, n, int(s)) for d in grid['datasets'] for n in grid['noises']
-          for m in grid['methods'] for s in grid['seeds']]
+  # Seeds outermost: a sweep stopped part-way already holds whole tables for its first seeds.
+  return [Cell(m, d, n, int(s)) for s in grid['seeds'] for d in grid['datasets']
+          for n in grid['noises'] for m in grid['methods']]
 
 
 def cell_spec(grid: dict, cell: Cell) -> dict:

@@ -43,8 +43,8 @@ def test_grid_files_load_and_expand_to_cells(tmp_path, suffix):
   grid = grids.load_grid(write_grid(tmp_path, tiny_grid(tmp_path), suffix))
   assert grid['methods'] == {'ce_noisy': 'configs/default.py', 'clean': 'configs/clean.py'}
   ids = [c.id for c in grids.cells(grid)]
-  assert ids == ['synthetic__a7b5__ce_noisy__s0', 'synthetic__a7b5__ce_noisy__s1',
-                 'synthetic__a7b5__clean__s0', 'synthetic__a7b5__clean__s1']
+  assert ids == ['synthetic__a7b5__ce_noisy__s0', 'synthetic__a7b5__clean__s0',
+                 'synthetic__a7b5__ce_noisy__s1', 'synthetic__a7b5__clean__s1']
 
 
 @pytest.mark.parametrize('change,match', [
