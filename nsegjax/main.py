@@ -23,7 +23,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 EXIT_TERMINATED = 143
 
 
+_MAIN_STARTED = []  # non-empty once flags parsed: later KeyErrors are bugs, not bad overrides
+
+
 def main(argv):
+  _MAIN_STARTED.append(True)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out of the progress lines
@@ -49,6 +53,8 @@ def run():
   try:
     app.run(main)
   except (ValueError, KeyError, AttributeError) as e:  # config_flags errors on bad overrides
+    if _MAIN_STARTED:
+      raise
     if 'config' in str(e).lower() or isinstance(e, (KeyError, AttributeError)):
       from nsegjax import config_checks  # pylint: disable=g-import-not-at-top
       print(f'error: {config_checks.unknown_key_message(e, sys.argv)}', file=sys.stderr)

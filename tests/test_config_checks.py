@@ -216,6 +216,21 @@ def test_cli_fails_at_start_with_one_line(tmp_path, flag, message):
   assert not data_dir.exists()  # nothing was built
 
 
+def test_a_key_error_inside_training_is_not_called_a_config_error(tmp_path, monkeypatch):
+  from nsegjax import main, train  # pylint: disable=g-import-not-at-top
+
+  def broken(config, workdir):
+    raise KeyError('a bug, not an override')
+
+  monkeypatch.setattr(train, 'train_and_evaluate', broken)
+  monkeypatch.setattr(main, '_MAIN_STARTED', [])
+  monkeypatch.setattr(sys, 'argv', ['nsegjax.main', '--config=configs/default.py',
+                                    f'--workdir={tmp_path}', '--config.train.batch_size=4'])
+  monkeypatch.chdir(REPO)
+  with pytest.raises(KeyError, match='a bug, not an override'):
+    main.run()
+
+
 # ------------------------------------------------------------------------------------------------
 # Multi-host initialisation from the environment
 # ------------------------------------------------------------------------------------------------
