@@ -366,7 +366,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         _drop_replayed_records(os.path.join(workdir, 'metrics.jsonl'), int(state.step))
       print(f'resumed from step {int(state.step)} of {workdir}', flush=True)
 
-    writer = writers.MetricWriter(workdir, enabled=is_main)
+    writer = writers.MetricWriter(workdir, enabled=is_main, resumed_step=int(state.step))
     context = EpochContext(config, data, model, mesh, workdir, checkpointer, writer)
     eval_every = int(config.train.eval_every_epochs) * epoch_steps
     ckpt_every = int(config.train.checkpoint_every_steps)

@@ -21,14 +21,16 @@ class MetricWriter:
   Only process 0 writes; the others get a writer that does nothing.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, resumed_step: int = 0):
     self.enabled = enabled
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    # A resumed run replays the steps after its checkpoint: TensorBoard hides their first take.
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                             purge_step=resumed_step + 1 if resumed_step else None)
 
   def write(self, step: int, scalars: dict, prefix: str = 'train'):
     if not self.enabled:
