@@ -7,6 +7,7 @@ recovered, (method − ce_noisy)/(clean − ce_noisy) on mean Dice), bars_<datas
 and curves_<dataset>_<noise>.png (validation Dice over steps, mean over seeds). Missing cells
 are listed, not guessed. std is the sample standard deviation (ddof 1; 0 with one seed).
 """
+import collections
 import csv
 import json
 import os
@@ -69,13 +70,22 @@ def collect(sweep: str) -> tuple[dict, list, list]:
             missing.append(cell_id)
             continue
           row = {'dataset': dataset, 'noise': noise, 'method': method, 'seed': seed,
-                 'history': results.get('validation_history', [])}
+                 'history': results.get('validation_history', []),
+                 'code': code_label(results.get('code'))}
           for m in METRICS:
             row[m] = results['test'].get(m)
             row[f'{m}_best_val'] = results['test_best_val'].get(m)
           row.update(identification_scores(workdir))
           rows.append(row)
   return grid, rows, missing
+
+
+def code_label(code) -> str:
+  """A run's recorded commit, '+dirty' when tracked files had changes; 'unknown' before runs
+  recorded it (or outside a git checkout)."""
+  if not code:
+    return 'unknown'
+  return code['commit'][:12] + ('+dirty' if code['dirty'] else '')
 
 
 def mean_std(values):
@@ -120,13 +130,17 @@ def _fmt(mean, std, digits=4):
   return '—' if mean is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
-def markdown(grid: dict, summaries: list, missing: list) -> str:
+def markdown(grid: dict, summaries: list, missing: list, rows: list = ()) -> str:
   val = 'the clean labels (granted by the grid)' if grid.get('val_labels') == 'clean' else \
       'the noisy labels (no clean validation set is granted)'
   lines = [f'# Sweep `{grid["name"]}`', '',
            f'Test metrics, mean ± std over seeds. "best val" is the state with the best '
            f'validation Dice, where validation uses {val}. Gap = (method − ce_noisy) / '
            f'(clean − ce_noisy) on mean Dice.', '']
+  codes = collections.Counter(r['code'] for r in rows)
+  if codes:
+    lines += ['Code: ' + ', '.join(f'commit {c} ({n} cells)' for c, n in sorted(codes.items())),
+              '']
   for dataset in grid['datasets']:
     for noise in grid['noises']:
       group = [s for s in summaries if s['dataset'] == dataset and s['noise'] == noise]
@@ -218,7 +232,7 @@ def report(sweep: str, out: str = '') -> dict:
   grid, rows, missing = collect(sweep)
   summaries = summarize(grid, rows)
   with open(os.path.join(out, 'report.md'), 'w', encoding='utf-8') as f:
-    f.write(markdown(grid, summaries, missing))
+    f.write(markdown(grid, summaries, missing, rows))
   write_csv(os.path.join(out, 'report.csv'), summaries)
   figures = plot(grid, summaries, rows, out)
   return {'summaries': summaries, 'missing': missing, 'figures': figures}

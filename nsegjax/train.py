@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -311,6 +312,20 @@ class EpochContext:
   writer: Any  # per-epoch method metrics (metrics.jsonl, TensorBoard)
 
 
+def code_version() -> dict | None:
+  """{'commit', 'dirty'} of the git checkout this package runs from (tracked files only); None
+  outside a checkout. Recorded with every result so a table can name the code behind it."""
+  package_dir = os.path.dirname(os.path.abspath(__file__))
+  try:
+    git = lambda *args: subprocess.run(  # noqa: E731
+        ['git', '-C', package_dir, *args], capture_output=True, text=True, check=True,
+        timeout=30).stdout.strip()
+    return {'commit': git('rev-parse', 'HEAD'),
+            'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def _write_json(path, obj):
   tmp = path + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
@@ -456,6 +471,7 @@ def finish(config, workdir, state, checkpointer, predict_fn, data, mesh, meta) -
           best['pred'], best['mask'], data.num_classes, config.eval, True)),
       'validation_history': meta['history'],
       'noise_summary': noise_gen.summarize_noise_log(data.noise_records),
+      'code': code_version(),
   }
   if jax.process_index() == 0:
     _write_json(os.path.join(workdir, 'results.json'), results)

@@ -1,6 +1,7 @@
 """launch.sweep / launch.report: grids, cell configs, emission, a real resumable sweep, report."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -128,6 +129,9 @@ def test_a_real_sweep_resumes_and_reports(tmp_path):
     assert by_method['clean']['gap_recovered'] == pytest.approx(1.0)
   text = open(os.path.join(sweep_dir, 'report.md'), encoding='utf-8').read()
   assert '| ce_noisy | 2 |' in text and 'noisy labels (no clean validation set' in text
+  head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True,
+                        check=True).stdout.strip()
+  assert re.search(rf'Code: commit {head[:12]}(\+dirty)? \(4 cells\)', text), text[:600]
   assert sorted(os.path.basename(f) for f in result['figures']) == [
       'bars_synthetic_a7b5.png', 'curves_synthetic_a7b5.png']
   with open(os.path.join(sweep_dir, 'report.csv'), encoding='utf-8') as f:
@@ -140,3 +144,9 @@ def test_report_lists_missing_cells(tmp_path):
   result = report.report(sweep.root)
   assert result['summaries'] == [] and len(result['missing']) == 4
   assert 'Missing cells (4)' in open(os.path.join(sweep.root, 'report.md'), encoding='utf-8').read()
+
+
+def test_code_label_names_the_commit_and_local_changes():
+  assert report.code_label({'commit': 'a' * 40, 'dirty': False}) == 'a' * 12
+  assert report.code_label({'commit': 'b' * 40, 'dirty': True}) == 'b' * 12 + '+dirty'
+  assert report.code_label(None) == 'unknown'

@@ -142,3 +142,10 @@ def test_new_schedule_values_do_not_recompile_the_step():
       state, _ = step(state, batch, train.make_schedule(i, 3, 10))
   assert CountingMethod.traces == 1
   assert int(state.step) == 4
+
+
+def test_code_version_is_this_checkout():
+  head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=os.path.dirname(train.__file__),
+                        capture_output=True, text=True, check=True).stdout.strip()
+  version = train.code_version()
+  assert version['commit'] == head and isinstance(version['dirty'], bool)
