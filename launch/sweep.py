@@ -7,6 +7,8 @@ Cells whose workdir holds results.json are skipped, so re-running finishes a swe
 killed half-way resumes from its last checkpoint. `--emit=commands` prints one shell command
 per unfinished cell (for any scheduler); `--emit=slurm` writes <sweep>/sweep.slurm, a SLURM
 array job over those commands. `--dry-run` lists what would run. Reports: `launch.report`.
+Local cells share a JAX compilation cache in <sweep>/xla_cache ($JAX_COMPILATION_CACHE_DIR
+overrides it).
 """
 import os
 import subprocess
@@ -48,6 +50,8 @@ def run_cells(sweep: grids.SweepDir, todo, parallel: int, python: str) -> list:
   pending, running, failed = list(todo), {}, []
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [grids.REPO_ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+  # Cells of one method share their programs: compile each once per sweep, not once per cell.
+  env.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(sweep.root, 'xla_cache'))
   while pending or running:
     while pending and len(running) < parallel:
       cell = pending.pop(0)
