@@ -130,7 +130,7 @@ def _fmt(mean, std, digits=4):
   return '—' if mean is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
-def markdown(grid: dict, summaries: list, missing: list, rows: list = ()) -> str:
+def markdown(grid: dict, summaries: list, missing: list, rows: list) -> str:
   val = 'the clean labels (granted by the grid)' if grid.get('val_labels') == 'clean' else \
       'the noisy labels (no clean validation set is granted)'
   lines = [f'# Sweep `{grid["name"]}`', '',
@@ -166,8 +166,19 @@ def markdown(grid: dict, summaries: list, missing: list, rows: list = ()) -> str
             f'{gap(s["gap_recovered_best_val"])} | {"; ".join(ident) or "—"} |')
       lines.append('')
   if missing:
-    lines += [f'Missing cells ({len(missing)}): ' + ', '.join(missing), '']
+    lines += [f'Missing cells ({len(missing)}):', ''] + missing_by_setting(missing) + ['']
   return '\n'.join(lines)
+
+
+def missing_by_setting(missing: list) -> list[str]:
+  """'- dataset · noise: method (s0, s1), ...' lines, one per dataset × noise, in cell order."""
+  grouped = collections.defaultdict(lambda: collections.defaultdict(list))
+  for cell_id in missing:
+    dataset, noise, method, seed = cell_id.split('__')
+    grouped[(dataset, noise)][method].append(seed)
+  return [f'- {dataset} · {noise}: ' + ', '.join(f'{m} ({", ".join(seeds)})'
+                                                 for m, seeds in methods.items())
+          for (dataset, noise), methods in grouped.items()]
 
 
 def write_csv(path: str, summaries: list) -> None:

@@ -143,7 +143,8 @@ def test_report_lists_missing_cells(tmp_path):
   sweep.write(grids.check_grid(tiny_grid(tmp_path)))
   result = report.report(sweep.root)
   assert result['summaries'] == [] and len(result['missing']) == 4
-  assert 'Missing cells (4)' in open(os.path.join(sweep.root, 'report.md'), encoding='utf-8').read()
+  text = open(os.path.join(sweep.root, 'report.md'), encoding='utf-8').read()
+  assert 'Missing cells (4):\n\n- synthetic · a7b5: ce_noisy (s0, s1), clean (s0, s1)\n' in text
 
 
 def test_code_label_names_the_commit_and_local_changes():
