@@ -120,7 +120,7 @@ def summarize(grid: dict, rows: list) -> list[dict]:
           gap = None
           if low and high and s[f'dice{suffix}_mean'] is not None:
             width = high[f'dice{suffix}_mean'] - low[f'dice{suffix}_mean']
-            if width:
+            if width > 0:  # else clean did not beat ce_noisy: no gap to recover
               gap = (s[f'dice{suffix}_mean'] - low[f'dice{suffix}_mean']) / width
           s[f'gap_recovered{suffix}'] = gap
   return out
@@ -136,7 +136,7 @@ def markdown(grid: dict, summaries: list, missing: list, rows: list) -> str:
   lines = [f'# Sweep `{grid["name"]}`', '',
            f'Test metrics, mean ± std over seeds. "best val" is the state with the best '
            f'validation Dice, where validation uses {val}. Gap = (method − ce_noisy) / '
-           f'(clean − ce_noisy) on mean Dice.', '']
+           f'(clean − ce_noisy) on mean Dice, "—" where clean did not beat ce_noisy.', '']
   codes = collections.Counter(r['code'] for r in rows)
   if codes:
     lines += ['Code: ' + ', '.join(f'commit {c} ({n} cells)' for c, n in sorted(codes.items())),
