@@ -139,8 +139,8 @@ def markdown(grid: dict, summaries: list, missing: list, rows: list) -> str:
            f'(clean − ce_noisy) on mean Dice, "—" where clean did not beat ce_noisy.', '']
   codes = collections.Counter(r['code'] for r in rows)
   if codes:
-    lines += ['Code: ' + ', '.join(f'commit {c} ({n} cells)' for c, n in sorted(codes.items())),
-              '']
+    lines += ['Code: ' + ', '.join(f'commit {c} ({n} cell{"s" * (n != 1)})'
+                                   for c, n in sorted(codes.items())), '']
   for dataset in grid['datasets']:
     for noise in grid['noises']:
       group = [s for s in summaries if s['dataset'] == dataset and s['noise'] == noise]
