@@ -216,19 +216,22 @@ def test_cli_fails_at_start_with_one_line(tmp_path, flag, message):
   assert not data_dir.exists()  # nothing was built
 
 
-def test_a_key_error_inside_training_is_not_called_a_config_error(tmp_path, monkeypatch):
-  from nsegjax import main, train  # pylint: disable=g-import-not-at-top
-
-  def broken(config, workdir):
-    raise KeyError('a bug, not an override')
-
-  monkeypatch.setattr(train, 'train_and_evaluate', broken)
-  monkeypatch.setattr(main, '_MAIN_STARTED', [])
-  monkeypatch.setattr(sys, 'argv', ['nsegjax.main', '--config=configs/default.py',
-                                    f'--workdir={tmp_path}', '--config.train.batch_size=4'])
-  monkeypatch.chdir(REPO)
-  with pytest.raises(KeyError, match='a bug, not an override'):
-    main.run()
+def test_a_key_error_inside_training_is_not_called_a_config_error(tmp_path):
+  # A subprocess: absl's FLAGS are process-global, and other test modules define required flags.
+  script = ('import sys\n'
+            'from nsegjax import main, train\n'
+            'def broken(config, workdir):\n'
+            '  raise KeyError("a bug, not an override")\n'
+            'train.train_and_evaluate = broken\n'
+            'sys.argv[1:] = ["--config=configs/default.py", sys.argv[1],\n'
+            '                "--config.train.batch_size=4"]\n'
+            'main.run()\n')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', script, f'--workdir={tmp_path}'], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert "KeyError: 'a bug, not an override'" in out.stderr, out.stderr[-2000:]
+  assert 'unknown config key' not in out.stderr
 
 
 # ------------------------------------------------------------------------------------------------
