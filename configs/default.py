@@ -37,6 +37,7 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
                 manual_dir='',  # raw files of a real dataset; '' → $NSEGJAX_MANUAL_DIR
                 data_dir='',    # TFDS + noise cache; '' → $NSEGJAX_DATA_DIR or ~/.cache/nsegjax
                 num_workers=2,
+                train_limit=0,  # > 0: train on the first N training examples only
                 augment=dict(flip=True, rot90=True, min_scale=0.75))
 
   c.noise = dict(name='abn', seed=0, params=dict(alpha=0.7, beta=0.5))

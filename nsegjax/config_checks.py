@@ -23,7 +23,7 @@ _CHOICES = {
 _POSITIVE = ('train.batch_size', 'eval.batch_size', 'train.log_every', 'train.eval_every_epochs')
 _NON_NEGATIVE = ('train.num_steps', 'train.num_epochs', 'train.lr', 'train.warmup_steps',
                  'train.checkpoint_every_steps', 'train.weight_decay', 'train.grad_clip',
-                 'data.image_size', 'data.num_workers', 'eval.num_overlays')
+                 'data.image_size', 'data.num_workers', 'data.train_limit', 'eval.num_overlays')
 _UNIT_INTERVAL = ('train.momentum', 'train.final_lr_fraction')
 
 

@@ -32,7 +32,7 @@ from nsegjax import data as datasets
 from nsegjax import config_checks, evaluate, methods, models, noise, sharding, writers
 from nsegjax.data import pipeline
 from nsegjax.noise import generate as noise_gen
-from nsegjax.errors import NsegError
+from nsegjax.errors import ConfigError, NsegError
 
 
 @flax.struct.dataclass
@@ -96,7 +96,24 @@ def _noise_cache_name(source, masks: np.ndarray) -> str:
 
 
 def prepare_data(config) -> RunData:
-  """Loads (building on first use) the three splits and the noisy train/validation masks."""
+  """Loads (building on first use) the three splits and the noisy train/validation masks.
+
+  `data.train_limit` > 0 keeps the first N training examples. Noise is drawn for the whole split
+  first, so example i carries the same noisy label whatever the limit.
+  """
+  data = _prepare_all_data(config)
+  limit = int(config.data.get('train_limit', 0))
+  if not limit:
+    return data
+  if limit > len(data.train):
+    raise ConfigError(f'data.train_limit={limit} exceeds the {len(data.train)} training examples '
+                      f'of {data.train.name}')
+  return dataclasses.replace(data, train=data.train.head(limit),
+                             train_noisy=data.train_noisy[:limit],
+                             noise_records=data.noise_records[:limit])
+
+
+def _prepare_all_data(config) -> RunData:
   splits = {s: datasets.load_split(config.data, s) for s in ('train', 'validation', 'test')}
   cache_dir = os.path.join(datasets.resolve_data_dir(config.data), 'nsegjax_noise_cache')
   if noise.PROTOCOLS.get(config.noise.name).from_dataset is not None:

@@ -149,3 +149,19 @@ def test_code_version_is_this_checkout():
                         capture_output=True, text=True, check=True).stdout.strip()
   version = train.code_version()
   assert version['commit'] == head and isinstance(version['dirty'], bool)
+
+
+def test_train_limit_keeps_the_first_examples_with_their_noisy_labels(data_dir):
+  full = train.prepare_data(tiny_config(data_dir))
+  kept = train.prepare_data(tiny_config(data_dir, **{'data.train_limit': 5}))
+  assert len(kept.train) == 5 and len(full.train) > 5
+  for i in (0, 4, -1):
+    np.testing.assert_array_equal(kept.train[i]['image'], full.train[i % 5]['image'])
+    assert kept.train[i]['index'] == full.train[i % 5]['index']
+  np.testing.assert_array_equal(kept.train_noisy, full.train_noisy[:5])
+  assert kept.noise_records == full.noise_records[:5]
+  assert len(kept.validation) == len(full.validation) and len(kept.test) == len(full.test)
+  with pytest.raises(IndexError):
+    kept.train[5]  # pylint: disable=pointless-statement
+  with pytest.raises(ConfigError, match=r'data.train_limit=999 exceeds the \d+ training examples'):
+    train.prepare_data(tiny_config(data_dir, **{'data.train_limit': 999}))

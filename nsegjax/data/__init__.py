@@ -10,6 +10,7 @@
   manual_dir  raw files of a real dataset ('' = $NSEGJAX_MANUAL_DIR); unused by synthetic_lesion.
   data_dir    TFDS cache ('' = $NSEGJAX_DATA_DIR, else ~/.cache/nsegjax/tfds).
   image_size  working resolution S (0 = native size); images bilinear, masks nearest.
+  train_limit train on the first N training examples only (0 = all); read by the trainer.
 
 The cache is keyed by dataset, variant and version, not by the raw files' contents: after editing
 raw files, delete data_dir/<name>/<variant>/ to rebuild.
@@ -81,6 +82,7 @@ class SegmentationSource:
                rater_names: Sequence[str] = ()):
     self._records = records  # A TFDS data source: len() and [i] -> dict of NumPy arrays.
     self._masks: Optional[np.ndarray] = None  # Set by `with_masks`: replaces the stored masks.
+    self._limit = len(records)  # Lowered by `head`.
     self.name = name
     self.split = split
     self.image_size = image_size
@@ -91,7 +93,7 @@ class SegmentationSource:
     self.rater_names = tuple(rater_names)
 
   def __len__(self) -> int:
-    return len(self._records)
+    return self._limit
 
   def _record(self, index: int) -> dict[str, Any]:
     if not -len(self) <= index < len(self):
@@ -140,6 +142,17 @@ class SegmentationSource:
     relabelled = copy.copy(self)
     relabelled._masks = masks  # pylint: disable=protected-access
     return relabelled
+
+  def head(self, count: int) -> 'SegmentationSource':
+    """The first `count` examples of this split (a smaller training set; same indices)."""
+    if not 0 < count <= len(self):
+      raise ConfigError(f'{self.name}/{self.split} has {len(self)} examples; cannot keep the '
+                        f'first {count}')
+    kept = copy.copy(self)
+    kept._limit = count  # pylint: disable=protected-access
+    if self._masks is not None:
+      kept._masks = self._masks[:count]  # pylint: disable=protected-access
+    return kept
 
   def example_name(self, index: int) -> str:
     """The file stem (or generated name) of example `index`, for logs and noise reports."""
