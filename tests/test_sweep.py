@@ -80,6 +80,21 @@ def test_cell_config_applies_preset_noise_and_overrides(tmp_path):
     sweep_cell.get_config(sweep.cell_file(cell))
 
 
+@pytest.mark.parametrize('grid_file', sorted(
+    os.path.join('launch', 'grids', f) for f in os.listdir(os.path.join(REPO, 'launch', 'grids'))
+    if f.endswith(('.py', '.yaml')) and not f.startswith('_')))
+def test_every_committed_grid_builds_valid_cell_configs(tmp_path, grid_file):
+  grid = grids.load_grid(os.path.join(REPO, grid_file))
+  sweep = grids.SweepDir(str(tmp_path / 'sweep'))
+  cells = sweep.write(grid)
+  assert len(cells) == (len(grid['methods']) * len(grid['datasets']) * len(grid['noises']) *
+                        len(grid['seeds']))
+  for cell in cells:
+    config = sweep_cell.get_config(sweep.cell_file(cell))
+    assert (config.method, config.seed) == (cell.method, cell.seed)
+    config_checks.validate(config)
+
+
 def run_sweep(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
   return subprocess.run([sys.executable, '-m', 'launch.sweep', *args], cwd=REPO, env=env,
