@@ -93,7 +93,8 @@ def mean_std(values):
   values = values[np.isfinite(values)]
   if not values.size:
     return None, None, 0
-  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0, values.size
+  # One value has no spread: std None, not a measured 0.
+  return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else None, values.size
 
 
 def summarize(grid: dict, rows: list) -> list[dict]:
@@ -127,16 +128,19 @@ def summarize(grid: dict, rows: list) -> list[dict]:
 
 
 def _fmt(mean, std, digits=4):
-  return '—' if mean is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
+  if mean is None:
+    return '—'
+  return f'{mean:.{digits}f}' if std is None else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
 def markdown(grid: dict, summaries: list, missing: list, rows: list) -> str:
   val = 'the clean labels (granted by the grid)' if grid.get('val_labels') == 'clean' else \
       'the noisy labels (no clean validation set is granted)'
   lines = [f'# Sweep `{grid["name"]}`', '',
-           f'Test metrics, mean ± std over seeds. "best val" is the state with the best '
-           f'validation Dice, where validation uses {val}. Gap = (method − ce_noisy) / '
-           f'(clean − ce_noisy) on mean Dice, "—" where clean did not beat ce_noisy.', '']
+           f'Test metrics, mean ± std over seeds (the mean alone for one seed). "best val" is '
+           f'the state with the best validation Dice, where validation uses {val}. Gap = '
+           f'(method − ce_noisy) / (clean − ce_noisy) on mean Dice, "—" where clean did not beat '
+           f'ce_noisy.', '']
   codes = collections.Counter(r['code'] for r in rows)
   if codes:
     lines += ['Code: ' + ', '.join(f'commit {c} ({n} cell{"s" * (n != 1)})'

@@ -184,3 +184,12 @@ def test_gap_recovered_needs_clean_above_ce_noisy():
   by_method = {s['method']: s for s in report.summarize(
       grid, rows({'ce_noisy': 0.5, 'clean': 0.49, 'm': 0.6}))}
   assert by_method['m']['gap_recovered'] is None
+
+
+def test_one_seed_is_reported_without_a_spread():
+  assert report.mean_std([0.5, None, float('nan')]) == (0.5, None, 1)
+  mean, std, n = report.mean_std([0.2, 0.4, 0.9])
+  assert (mean, n) == (pytest.approx(0.5), 3)
+  assert std == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))
+  assert report._fmt(0.5, None) == '0.5000'  # pylint: disable=protected-access
+  assert report._fmt(0.5, 0.01, 2) == '0.50 ± 0.01'  # pylint: disable=protected-access
