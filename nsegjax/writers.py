@@ -29,8 +29,11 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
     # A resumed run replays the steps after its checkpoint: TensorBoard hides their first take.
+    # Event files are named by the second: the nanoseconds keep a resume started within the same
+    # second from truncating the first run's file, and keep the files' name order the run order.
     self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                             purge_step=resumed_step + 1 if resumed_step else None)
+                             purge_step=resumed_step + 1 if resumed_step else None,
+                             filename_suffix=f'.{time.time_ns()}')
 
   def write(self, step: int, scalars: dict, prefix: str = 'train'):
     if not self.enabled:
