@@ -2,10 +2,13 @@
 
 get_config(arg) takes an optional dataset preset: `configs/default.py:kvasir`, `:jsrt_lungs`,
 `:jsrt_heart`, `:jsrt_clavicles`, `:oocytes`, `:synthetic` (the default), `:parts` (the embedded
-4-class tool-part set, for multi-class methods such as JCAS).
+4-class tool-part set, for multi-class methods such as JCAS), and after a comma an optional noise
+protocol with its default parameters (`configs/default.py:kvasir,box`), whose keys the command
+line can then set (`--config.noise.params.<key>`): it cannot add keys the config lacks.
 Other method configs start from this one and change only what differs.
 """
 import ml_collections
+from ml_collections import config_dict
 
 # dataset preset → (data.name, data.variant, working image size)
 DATASET_PRESETS = {
@@ -20,11 +23,11 @@ DATASET_PRESETS = {
 
 
 def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
-  arg = arg or 'synthetic'
-  if arg not in DATASET_PRESETS:
-    raise ValueError(f'unknown config argument {arg!r}; valid choices: '
+  preset, _, protocol = (arg or 'synthetic').partition(',')
+  if preset not in DATASET_PRESETS:
+    raise ValueError(f'unknown config argument {preset!r}; valid choices: '
                      f'{", ".join(DATASET_PRESETS)}')
-  name, variant, size = DATASET_PRESETS[arg]
+  name, variant, size = DATASET_PRESETS[preset]
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.method = 'ce_noisy'
@@ -41,6 +44,8 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
                 augment=dict(flip=True, rot90=True, min_scale=0.75))
 
   c.noise = dict(name='abn', seed=0, params=dict(alpha=0.7, beta=0.5))
+  if protocol:
+    c.noise.name, c.noise.params = protocol, noise_defaults(protocol)
 
   c.train = dict(batch_size=8, num_epochs=6, num_steps=0,  # num_steps > 0 overrides epochs
                  optimizer='adam', lr=2e-3, momentum=0.9, weight_decay=0.0, grad_clip=0.0,
@@ -54,3 +59,13 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
                 agg='per_image', include_bg=False, hd95_mode='concat', empty_surface='nan',
                 num_overlays=6)
   return c
+
+
+def noise_defaults(protocol: str) -> dict:
+  from nsegjax import noise  # pylint: disable=g-import-not-at-top  (jax: only when asked for)
+  if protocol not in noise.PROTOCOLS.names():
+    raise ValueError(f'unknown noise protocol {protocol!r} in the config argument; valid choices: '
+                     f'{", ".join(noise.PROTOCOLS.names())}')
+  # A None default gets a placeholder: the command line can set it (it cannot override None).
+  return {key: config_dict.placeholder(object) if value is None else value
+          for key, value in noise.PROTOCOLS.get(protocol).default_params.items()}

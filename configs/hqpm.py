@@ -3,7 +3,8 @@
   python -m nsegjax.main --config=configs/hqpm.py[:kvasir|:jsrt_lungs|...] --workdir=...
 
 Weak labels instead of α/β noise: `configs/hqpm.py:<preset>,box` (or `,coarse_polygon`,
-`,scribble`), e.g. `configs/hqpm.py:synthetic,box`: every training label becomes that weak label.
+`,scribble`; any protocol, as for `configs/default.py`): every training label becomes that weak
+label.
 Every `hqpm.*` value is METHODS' assumed default except the NIN's budget and size: METHODS trains
 a 32→512 NIN for 100 epochs of D_c at Adam 1e-4; the CPU profile keeps `ce_noisy`'s 6 epochs in
 all, gives the first 2 (200 steps, ~20 passes over a 10% D_c) to the NIN at 16→256 and lr 2e-3.
@@ -11,16 +12,9 @@ The reference NIN: --config.hqpm.nin.base_width=32 --config.hqpm.nin_lr=1e-4 (an
 """
 from configs import default
 
-WEAK_LABELS = ('box', 'coarse_polygon', 'scribble')
-
 
 def get_config(arg: str = 'synthetic'):
-  preset, _, weak = (arg or 'synthetic').partition(',')
-  config = default.get_config(preset)
-  if weak:
-    if weak not in WEAK_LABELS:
-      raise ValueError(f'unknown weak label {weak!r}; valid choices: {", ".join(WEAK_LABELS)}')
-    config.noise.name, config.noise.params = weak, {}
+  config = default.get_config(arg)
   config.method = 'hqpm'
   config.hqpm = dict(
       clean_fraction=0.1,  # D_c: this share of the training set, with its clean masks

@@ -39,6 +39,19 @@ def test_the_shipped_configs_pass():
     config_checks.validate(module.get_config(), num_devices=4)
 
 
+@pytest.mark.parametrize('name', noise.simulated_protocols())
+def test_a_protocol_in_the_config_argument_brings_its_defaults(name):
+  config = default.get_config(f'synthetic,{name}')
+  assert config.noise.name == name
+  assert dict(config.noise.params) == dict(noise.PROTOCOLS.get(name).default_params)
+  config_checks.validate(config, num_devices=4)
+
+
+def test_an_unknown_protocol_in_the_config_argument_lists_the_choices():
+  with pytest.raises(ValueError, match="unknown noise protocol 'bogus'.*valid choices: abn"):
+    default.get_config('synthetic,bogus')
+
+
 @pytest.mark.parametrize('overrides,message', [
     ({'method': 'nope'}, "unknown method 'nope'; valid choices: adele, ce_noisy, clean, coteach"),
     ({'model.name': 'vit'}, "unknown model 'vit'; valid choices: resnet, unet"),
@@ -196,19 +209,24 @@ def test_rater_params_are_checked_against_the_dataset_at_start():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('flag,message', [
-    ('--config.noise.params.alpha=1.5',
+@pytest.mark.parametrize('config,flag,message', [
+    ('default.py', '--config.noise.params.alpha=1.5',
      "error: noise.params.alpha: alpha must be in [0, 1], got 1.5 (noise protocol 'abn')"),
-    ('--config.noise.params.alpah=0.5',
+    ('default.py', '--config.noise.params.alpah=0.5',
      'error: unknown config key noise.params.alpah (--config.noise.params.alpah=0.5); did you '
      'mean "alpha" instead of "alpah"?'),
-    ('--config.train.batch_size=6',
+    ('default.py', '--config.train.batch_size=6',
      'error: train.batch_size=6 is not divisible by the 4 devices; use a multiple of 4'),
+    # A protocol named in the config argument brings its keys, None defaults included.
+    ('default.py:synthetic,flip', '--config.noise.params.rate=1.5',
+     "error: noise.params.rate: rate must be in [0.0, 1.0], got 1.5 (noise protocol 'flip')"),
+    ('hqpm.py:synthetic,box', '--config.noise.params.jitter=-1.0',
+     "error: noise.params.jitter: jitter must be in [0.0, 1.0], got -1.0 (noise protocol 'box')"),
 ])
-def test_cli_fails_at_start_with_one_line(tmp_path, flag, message):
+def test_cli_fails_at_start_with_one_line(tmp_path, config, flag, message):
   data_dir = tmp_path / 'tfds'
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_NUM_CPU_DEVICES='4')
-  out = subprocess.run([sys.executable, '-m', 'nsegjax.main', '--config=configs/default.py',
+  out = subprocess.run([sys.executable, '-m', 'nsegjax.main', f'--config=configs/{config}',
                         f'--workdir={tmp_path / "run"}', f'--config.data.data_dir={data_dir}',
                         flag], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 2, out.stderr[-2000:]
