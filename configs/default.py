@@ -62,7 +62,9 @@ def get_config(arg: str = 'synthetic') -> ml_collections.ConfigDict:
 
 
 def noise_defaults(protocol: str) -> dict:
-  from nsegjax import noise  # pylint: disable=g-import-not-at-top  (jax: only when asked for)
+  """A protocol's default noise.params, each settable from the command line."""
+  # Imported here: the protocols import jax, which a config without one need not load.
+  from nsegjax import noise  # pylint: disable=g-import-not-at-top
   if protocol not in noise.PROTOCOLS.names():
     raise ValueError(f'unknown noise protocol {protocol!r} in the config argument; valid choices: '
                      f'{", ".join(noise.PROTOCOLS.names())}')
