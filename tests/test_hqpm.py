@@ -208,5 +208,5 @@ def test_bad_options_name_the_key(key, value, match):
 
 def test_weak_label_presets():
   assert hqpm_config.get_config('synthetic,scribble').noise.name == 'scribble'
-  with pytest.raises(ValueError, match='weak label'):
+  with pytest.raises(ValueError, match="unknown noise protocol 'blob'"):
     hqpm_config.get_config('synthetic,blob')
